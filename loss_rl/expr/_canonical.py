@@ -1,0 +1,149 @@
+"""Canonical form of loss expressions, so that equal losses share one evaluation.
+
+Rules (applied bottom-up until nothing changes):
+
+- constants are folded (an operator on constants becomes its value) and rounded to
+  :data:`SIGNIFICANT_DIGITS` significant digits;
+- ``log(p_y)`` becomes ``log_p_y`` and ``log(p)`` becomes ``log_p`` (the compiled values agree);
+- ``-a`` becomes ``-1 * a`` and ``a - b`` becomes ``a + -1 * b``;
+- chains of the commutative ``+`` and ``*`` are flattened, their constants combined, their
+  arguments sorted, and rebuilt left-associatively; ``min``/``max`` arguments are sorted;
+- trivial identities are removed: ``a + 0``, ``a * 1``, ``a * 0 → 0``, ``a / 1``, ``a ^ 1``,
+  ``a ^ 0 → 1``, ``square(a) → a ^ 2``, ``min(a, a) → a``, ``max(a, a) → a``.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+from loss_rl.expr._nodes import OPS, Const, Expr, Leaf, Op, is_vector
+
+SIGNIFICANT_DIGITS = 4
+
+
+def round_constant(value: float) -> float:
+    """Round to :data:`SIGNIFICANT_DIGITS` significant digits (``0`` stays ``0``)."""
+    if value == 0 or not math.isfinite(value):
+        return 0.0 if value == 0 else value
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+
+
+def _fold(name: str, vals: list[float]) -> float | None:
+    """Value of an operator on constants, following the compiled guards; None if not finite."""
+    a = vals[0]
+    b = vals[1] if len(vals) > 1 else 0.0
+    eps = 1e-7
+
+    def den(x: float) -> float:
+        return math.copysign(max(abs(x), eps), -1.0 if x < 0 else 1.0)
+
+    try:
+        out = {
+            "neg": lambda: -a,
+            "log": lambda: math.log(max(abs(a), eps)),
+            "exp": lambda: math.exp(min(a, 30.0)),
+            "sqrt": lambda: math.sqrt(max(abs(a), 1e-12)),
+            "square": lambda: a * a,
+            "abs": lambda: abs(a),
+            "tanh": lambda: math.tanh(a),
+            "sigmoid": lambda: 1.0 / (1.0 + math.exp(-a)) if a > -700 else 0.0,
+            "softplus": lambda: math.log1p(math.exp(a)) if a < 30 else a,
+            "recip": lambda: 1.0 / den(a),
+            "add": lambda: a + b,
+            "sub": lambda: a - b,
+            "mul": lambda: a * b,
+            "div": lambda: a / den(b),
+            "min": lambda: min(a, b),
+            "max": lambda: max(a, b),
+            "pow": lambda: (
+                a ** int(b)
+                if b == int(b) and abs(b) <= 64 and (b >= 0 or a != 0)
+                else math.exp(min(b * math.log(max(abs(a), eps)), 30.0))
+            ),
+        }[name]()
+    except (OverflowError, ZeroDivisionError, KeyError):
+        return None
+    if isinstance(out, complex) or not math.isfinite(out):
+        return None
+    return float(out)
+
+
+def _flatten(name: str, e: Expr) -> list[Expr]:
+    if isinstance(e, Op) and e.op == name:
+        return _flatten(name, e.args[0]) + _flatten(name, e.args[1])
+    return [e]
+
+
+def _chain(name: str, args: list[Expr]) -> Expr:
+    out = args[0]
+    for a in args[1:]:
+        out = Op(name, (out, a))
+    return out
+
+
+def _assoc(name: str, a: Expr, b: Expr) -> Expr:
+    """Canonical ``a + b`` or ``a * b`` over already-canonical arguments."""
+    unit = 0.0 if name == "add" else 1.0
+    terms = _flatten(name, a) + _flatten(name, b)
+    consts = [t.value for t in terms if isinstance(t, Const)]
+    rest = sorted(t for t in terms if not isinstance(t, Const))
+    c = unit
+    for v in consts:
+        c = c + v if name == "add" else c * v
+    c = round_constant(c)
+    if name == "mul" and c == 0.0:
+        return Const(0.0)
+    if not rest:
+        return Const(c)
+    # The constant goes first in a product (2 * x) and last in a sum (x + 1): reads naturally.
+    if name == "mul" and c != unit:
+        rest = [Const(c), *rest]
+    elif name == "add" and c != unit:
+        rest = [*rest, Const(c)]
+    return _chain(name, rest)
+
+
+@lru_cache(maxsize=65536)
+def canonical(expr: Expr) -> Expr:
+    """Return the canonical form of ``expr`` (see the module docstring)."""
+    if isinstance(expr, Const):
+        return Const(round_constant(expr.value))
+    if isinstance(expr, Leaf):
+        return expr
+    assert isinstance(expr, Op)
+    args = [canonical(a) for a in expr.args]
+    name = expr.op
+    if all(isinstance(a, Const) for a in args) and not OPS[name].reduces:
+        v = _fold(name, [a.value for a in args])  # type: ignore[attr-defined]
+        if v is not None:
+            return Const(round_constant(v))
+    if name == "log" and isinstance(args[0], Leaf) and args[0].name in ("p_y", "p"):
+        return Leaf("log_" + args[0].name)
+    if name == "neg":
+        # -a is -1 * a, so that negation merges with the constants of a product.
+        return _assoc("mul", Const(-1.0), args[0])
+    if name == "sub":
+        return canonical(Op("add", (args[0], Op("neg", (args[1],)))))
+    if name in ("add", "mul"):
+        return _assoc(name, args[0], args[1])
+    if name == "square":
+        return canonical(Op("pow", (args[0], Const(2.0))))
+    if name == "div":
+        if isinstance(args[1], Const) and args[1].value == 1.0:
+            return args[0]
+        if isinstance(args[1], Const) and abs(args[1].value) >= 1e-7:
+            return canonical(Op("mul", (Const(1.0 / args[1].value), args[0])))
+    if name == "pow" and isinstance(args[1], Const):
+        if args[1].value == 1.0:
+            return args[0]
+        if args[1].value == 0.0:
+            return Const(1.0)
+    if name in ("min", "max"):
+        if args[0] == args[1]:
+            return args[0]
+        args = sorted(args)
+    if name in ("sum_c", "mean_c") and not is_vector(args[0]):
+        if name == "mean_c":
+            return args[0]
+    return Op(name, tuple(args))
