@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from loss_rl.expr._nodes import OPS, Const, Expr, Leaf, Op, is_vector
+from loss_rl.expr._nodes import EPS, EXP_MAX, OPS, Const, Expr, Leaf, Op, is_vector
 
 SIGNIFICANT_DIGITS = 4
 
@@ -26,47 +26,56 @@ def round_constant(value: float) -> float:
     """Round to :data:`SIGNIFICANT_DIGITS` significant digits (``0`` stays ``0``)."""
     if value == 0 or not math.isfinite(value):
         return 0.0 if value == 0 else value
-    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    rounded = float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    # Near the float maximum, rounding up overflows to inf; such a constant stays as it is.
+    return rounded if math.isfinite(rounded) else value
 
 
 def _fold(name: str, vals: list[float]) -> float | None:
     """Value of an operator on constants, following the compiled guards; None if not finite."""
     a = vals[0]
     b = vals[1] if len(vals) > 1 else 0.0
-    eps = 1e-7
-
-    def den(x: float) -> float:
-        return math.copysign(max(abs(x), eps), -1.0 if x < 0 else 1.0)
-
     try:
         out = {
             "neg": lambda: -a,
-            "log": lambda: math.log(max(abs(a), eps)),
-            "exp": lambda: math.exp(min(a, 30.0)),
+            "log": lambda: math.log(max(abs(a), EPS)),
+            "exp": lambda: math.exp(min(a, EXP_MAX)),
             "sqrt": lambda: math.sqrt(max(abs(a), 1e-12)),
             "square": lambda: a * a,
             "abs": lambda: abs(a),
             "tanh": lambda: math.tanh(a),
             "sigmoid": lambda: 1.0 / (1.0 + math.exp(-a)) if a > -700 else 0.0,
             "softplus": lambda: math.log1p(math.exp(a)) if a < 30 else a,
-            "recip": lambda: 1.0 / den(a),
+            "recip": lambda: 1.0 / _den(a),
             "add": lambda: a + b,
             "sub": lambda: a - b,
             "mul": lambda: a * b,
-            "div": lambda: a / den(b),
+            "div": lambda: a / _den(b),
             "min": lambda: min(a, b),
             "max": lambda: max(a, b),
-            "pow": lambda: (
-                a ** int(b)
-                if b == int(b) and abs(b) <= 64 and (b >= 0 or a != 0)
-                else math.exp(min(b * math.log(max(abs(a), eps)), 30.0))
-            ),
+            "pow": lambda: _fold_pow(a, b),
         }[name]()
     except (OverflowError, ZeroDivisionError, KeyError):
         return None
     if isinstance(out, complex) or not math.isfinite(out):
         return None
     return float(out)
+
+
+def _fold_pow(a: float, b: float) -> float:
+    # Mirrors the compiled power: an integer exponent up to 64 is a plain power (a negative one
+    # goes through the protected reciprocal), anything else is exp(b * log|a|), clamped.
+    if b == int(b) and abs(b) <= 64:
+        n = int(b)
+        if n >= 0:
+            return a**n
+        return 1.0 / _den(a ** (-n))
+    return math.exp(min(b * math.log(max(abs(a), EPS)), EXP_MAX))
+
+
+def _den(x: float) -> float:
+    """Protected denominator, as compiled: magnitude raised to at least ``EPS``, sign kept."""
+    return math.copysign(max(abs(x), EPS), -1.0 if x < 0 else 1.0)
 
 
 def _flatten(name: str, e: Expr) -> list[Expr]:
@@ -88,12 +97,16 @@ def _assoc(name: str, a: Expr, b: Expr) -> Expr:
     terms = _flatten(name, a) + _flatten(name, b)
     consts = [t.value for t in terms if isinstance(t, Const)]
     rest = sorted(t for t in terms if not isinstance(t, Const))
+    if name == "mul" and 0.0 in consts:
+        return Const(0.0)
     c = unit
     for v in consts:
         c = c + v if name == "add" else c * v
+    if not math.isfinite(c):
+        # The constants overflow when combined: keep them as separate terms (such a loss is
+        # rejected by the checks, but its key must still exist).
+        return _chain(name, sorted(terms))
     c = round_constant(c)
-    if name == "mul" and c == 0.0:
-        return Const(0.0)
     if not rest:
         return Const(c)
     # The constant goes first in a product (2 * x) and last in a sum (x + 1): reads naturally.

@@ -25,10 +25,10 @@ def fingerprint(expr: Expr, kind: TaskKind | str | None = None) -> str | None:
         A 16-character hex string, or ``None`` if the loss cannot be evaluated to finite
         gradients on the probes.
     """
-    kind = TaskKind(kind) if kind is not None else (task_kind(expr) or TaskKind.CLASSIFICATION)
     try:
+        kind = TaskKind(kind) if kind is not None else (task_kind(expr) or TaskKind.CLASSIFICATION)
         fn = compile_loss(expr, kind)
-    except ValueError:
+    except ValueError:  # LossSpecError too: mixed leaves, wrong kind, vector root
         return None
     x, y = probes(kind)
     x = x.clone().requires_grad_(True)

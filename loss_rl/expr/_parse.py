@@ -10,23 +10,33 @@ Grammar (higher rules bind tighter)::
     power   := atom ('^' unary)?
     atom    := NUMBER | LEAF | NAME '(' expr (',' expr)* ')' | '(' expr ')'
 
-``parse(str(e)) == e`` holds for every tree ``e``.
+``parse(str(e)) == e`` holds for every tree ``e`` no deeper than :data:`MAX_DEPTH`. The depth limit
+(of the tree and of the nesting of the text) keeps parsing and every recursive walk of a parsed tree
+far from Python's recursion limit, so hostile input fails with a :class:`LossSyntaxError`.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 from loss_rl.errors import LossSyntaxError
 from loss_rl.expr._nodes import INFIX, LEAVES, OPS, Const, Expr, Leaf, Op
 
+# ASCII digits only: `\d` would also accept other scripts' digits, which `float` reads silently.
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
-    r"|(?P<sym>[-+*/^(),]))"
+    r"\s*(?:(?P<num>(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z_0-9]*)|(?P<sym>[-+*/^(),]))"
 )
+_BLANK = re.compile(r"\s*\Z")
 MAX_LENGTH = 10_000
-MAX_DEPTH = 200
+# A nesting level costs the recursive-descent parser up to five stack frames, so 100 levels stay
+# well inside Python's default recursion limit of 1000 even when called from a deep stack.
+MAX_DEPTH = 100
+
+# A parsed sub-expression and its tree depth (tracked here: `Expr.depth()` is itself recursive).
+_Parsed = tuple[Expr, int]
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,7 @@ def _tokenize(text: str) -> list[_Tok]:
     toks: list[_Tok] = []
     pos = 0
     while pos < len(text):
-        if text[pos:].strip() == "":
+        if _BLANK.match(text, pos):
             break
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
@@ -86,67 +96,80 @@ class _Parser:
                 f"expression nests deeper than {MAX_DEPTH} levels", self.text, self.tok.pos
             )
 
+    def _op(self, name: str, args: list[_Parsed], tok: _Tok) -> _Parsed:
+        depth = 1 + max(d for _, d in args)
+        if depth > MAX_DEPTH:
+            raise LossSyntaxError(
+                f"expression tree is deeper than {MAX_DEPTH} levels", self.text, tok.pos
+            )
+        return Op(name, tuple(e for e, _ in args)), depth
+
+    def _number(self, tok: _Tok, sign: float = 1.0) -> _Parsed:
+        value = sign * float(tok.text)
+        if not math.isfinite(value):
+            raise LossSyntaxError("number is too large", self.text, tok.pos)
+        return Const(value), 1
+
     def parse(self) -> Expr:
         if self.tok.kind == "end":
             raise self._error("an expression")
-        e = self.expr()
+        e, _ = self.expr()
         if self.tok.kind != "end":
             raise self._error("an operator or end of input")
         return e
 
-    def expr(self) -> Expr:
+    def expr(self) -> _Parsed:
         self._enter()
         left = self.term()
         while self.tok.kind == "sym" and self.tok.text in "+-":
-            sym = self.tok.text
+            tok = self.tok
             self.i += 1
-            left = Op(INFIX[sym], (left, self.term()))
+            left = self._op(INFIX[tok.text], [left, self.term()], tok)
         self.depth -= 1
         return left
 
-    def term(self) -> Expr:
+    def term(self) -> _Parsed:
         left = self.unary()
         while self.tok.kind == "sym" and self.tok.text in "*/":
-            sym = self.tok.text
+            tok = self.tok
             self.i += 1
-            left = Op(INFIX[sym], (left, self.unary()))
+            left = self._op(INFIX[tok.text], [left, self.unary()], tok)
         return left
 
-    def unary(self) -> Expr:
+    def unary(self) -> _Parsed:
+        minus = self.tok
         if self._take("-"):
             nxt = self.tok
             if nxt.kind == "num" and not (
                 self.toks[self.i + 1].kind == "sym" and self.toks[self.i + 1].text == "^"
             ):
                 self.i += 1
-                return Const(-float(nxt.text))
+                return self._number(nxt, -1.0)
             self._enter()
-            e = Op("neg", (self.unary(),))
+            e = self._op("neg", [self.unary()], minus)
             self.depth -= 1
             return e
         return self.power()
 
-    def power(self) -> Expr:
+    def power(self) -> _Parsed:
         base = self.atom()
+        caret = self.tok
         if self._take("^"):
             self._enter()
-            e = Op("pow", (base, self.unary()))
+            e = self._op("pow", [base, self.unary()], caret)
             self.depth -= 1
             return e
         return base
 
-    def atom(self) -> Expr:
+    def atom(self) -> _Parsed:
         tok = self.tok
         if tok.kind == "num":
             self.i += 1
-            value = float(tok.text)
-            if value == float("inf"):
-                raise LossSyntaxError("number is too large", self.text, tok.pos)
-            return Const(value)
+            return self._number(tok)
         if tok.kind == "name":
             self.i += 1
             if tok.text in LEAVES:
-                return Leaf(tok.text)
+                return Leaf(tok.text), 1
             if tok.text not in OPS or OPS[tok.text].symbol is not None:
                 known = [n for n, s in OPS.items() if s.symbol is None]
                 raise LossSyntaxError(
@@ -168,7 +191,7 @@ class _Parser:
                     self.text,
                     close.pos,
                 )
-            return Op(tok.text, tuple(args))
+            return self._op(tok.text, args, tok)
         if self._take("("):
             e = self.expr()
             self._expect(")", "')'")

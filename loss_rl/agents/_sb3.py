@@ -1,0 +1,140 @@
+"""Stable-Baselines3 agents (DQN, PPO, MaskablePPO) built from rl-zoo3-style YAML presets.
+
+An agent preset ``agents/<algo>.yaml`` maps env preset names to hyper-parameters; the ``default``
+section applies to every env and a section named after the env preset overrides it::
+
+    default:
+      n_envs: 8           # environments stepped together (one evaluator batch per step)
+      policy: MlpPolicy
+      learning_rate: 3.0e-4
+    digits_noisy:
+      ent_coef: 0.02
+
+Every other key is passed to the SB3 constructor and validated against its signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from loss_rl.errors import ConfigError
+from loss_rl.presets import find_preset, load_yaml
+
+try:
+    from sb3_contrib import MaskablePPO
+except ImportError:  # pragma: no cover - sb3-contrib is a declared dependency
+    MaskablePPO = None  # type: ignore[assignment,misc]
+
+ALGOS: dict[str, type[BaseAlgorithm]] = {"dqn": DQN, "ppo": PPO}
+if MaskablePPO is not None:
+    ALGOS["maskable_ppo"] = MaskablePPO
+
+# Keys owned by loss_rl (not passed to SB3).
+_OWN_KEYS = {"algo", "n_envs", "policy"}
+# SB3 constructor arguments that the search sets itself.
+_RESERVED = {"env", "seed", "tensorboard_log", "verbose", "device", "_init_setup_model"}
+
+
+@dataclass
+class AgentConfig:
+    """A resolved agent preset.
+
+    Attributes:
+        algo: ``dqn`` | ``ppo`` | ``maskable_ppo``.
+        n_envs: Environments stepped together (candidates per evaluator batch).
+        policy: SB3 policy name.
+        hyperparams: Remaining SB3 constructor arguments.
+        source: Where the preset came from.
+    """
+
+    algo: str
+    n_envs: int = 8
+    policy: str = "MlpPolicy"
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def uses_masks(self) -> bool:
+        """Whether the algorithm consumes ``action_masks()``."""
+        return self.algo == "maskable_ppo"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``config.yaml``."""
+        return {"algo": self.algo, "n_envs": self.n_envs, "policy": self.policy,
+                **self.hyperparams}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> AgentConfig:
+        """Validate a flat mapping (``algo`` plus hyper-parameters).
+
+        Raises:
+            ConfigError: naming the field for an unknown algorithm, key or bad value.
+        """
+        data = dict(data)
+        algo = str(data.pop("algo", ""))
+        if algo not in ALGOS:
+            raise ConfigError(
+                f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}",
+                field="agent.algo",
+            )
+        n_envs = data.pop("n_envs", 8)
+        if not isinstance(n_envs, int) or isinstance(n_envs, bool) or n_envs < 1:
+            raise ConfigError(f"must be an integer >= 1, got {n_envs!r}", field="agent.n_envs")
+        policy = data.pop("policy", "MlpPolicy")
+        if not isinstance(policy, str):
+            raise ConfigError("must be a policy name such as MlpPolicy", field="agent.policy")
+        allowed = set(inspect.signature(ALGOS[algo].__init__).parameters) - _RESERVED - {"self"}
+        for key in data:
+            if key in _RESERVED or key not in allowed:
+                raise ConfigError(
+                    f"{algo} takes no hyper-parameter {key!r}; allowed: "
+                    f"{', '.join(sorted(allowed - {'policy'}))}",
+                    field=f"agent.{key}",
+                )
+        return cls(algo, n_envs, policy, data, source)
+
+
+def load_agent_config(name_or_path: str | Path, env_name: str = "default") -> AgentConfig:
+    """Resolve an agent preset for an env preset.
+
+    Args:
+        name_or_path: ``dqn`` | ``ppo`` | ``maskable_ppo`` (shipped presets) or a YAML path.
+        env_name: Env preset name whose section overrides ``default``.
+
+    Raises:
+        ConfigError: for an unknown name, bad YAML or invalid hyper-parameters.
+    """
+    path = find_preset("agents", name_or_path)
+    data = load_yaml(path, "agent")
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"section {section!r} must be a mapping", field="agent")
+    merged: dict[str, Any] = {**data.get("default", {}), **data.get(env_name, {})}
+    merged.setdefault("algo", path.stem)
+    return AgentConfig.from_dict(merged, source=str(path))
+
+
+def make_agent(
+    config: AgentConfig, env: VecEnv, *, seed: int = 0, tensorboard_log: str | None = None
+) -> BaseAlgorithm:
+    """Build a fresh SB3 agent on ``env`` from ``config``."""
+    cls = ALGOS[config.algo]
+    try:
+        return cls(config.policy, env, seed=seed, verbose=0, device="cpu",
+                   tensorboard_log=tensorboard_log, **config.hyperparams)  # fmt: skip
+    except (TypeError, ValueError, AssertionError) as err:
+        raise ConfigError(f"{config.algo} rejected its hyper-parameters: {err}", "agent") from err
+
+
+def load_agent(algo: str, path: str | Path, env: VecEnv | None = None) -> BaseAlgorithm:
+    """Load a saved agent (``agent.zip``), attaching ``env`` when given."""
+    if algo not in ALGOS:
+        raise ConfigError(f"unknown algorithm {algo!r}", field="agent.algo")
+    return ALGOS[algo].load(str(path), env=env, device="cpu")

@@ -1,0 +1,143 @@
+"""SB3 callbacks of a search: budget, checkpoints, progress. One job each (SB3 style)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+from loss_rl.evaluation import Evaluator
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a running search, handed to progress reporters.
+
+    Attributes:
+        trained: Inner trainings spent (the budget's unit), earlier sessions included.
+        budget: The run's budget of inner trainings.
+        proposed: Candidates proposed in this session.
+        resolved_without_training: Share of proposals answered by checks or the cache.
+        best_score: Best validation score so far (``None`` before the first).
+        best_expression: The loss that reached it.
+        evals_per_second: Inner trainings per second of wall time in this session.
+        elapsed: Seconds since this session started.
+    """
+
+    trained: int
+    budget: int
+    proposed: int
+    resolved_without_training: float
+    best_score: float | None
+    best_expression: str | None
+    evals_per_second: float
+    elapsed: float
+
+
+class SearchState:
+    """Budget accounting and best-so-far of a run, shared by the search loop and its callbacks.
+
+    Args:
+        evaluator: The run's evaluator (its stats count this session).
+        budget: Inner trainings allowed for the whole run.
+        trained_before: Trainings recorded by earlier sessions (resume).
+        max_proposals: Cap on proposals in this session, so that a policy that only revisits
+            cached losses cannot stall the run (cached/rejected proposals are free but bounded).
+    """
+
+    def __init__(
+        self, evaluator: Evaluator, budget: int, trained_before: int = 0, max_proposals: int = 0
+    ) -> None:
+        self.evaluator = evaluator
+        self.budget = budget
+        self.trained_before = trained_before
+        self.max_proposals = max_proposals or 50 * budget
+        self.best_score: float | None = None
+        self.best_expression: str | None = None
+        self.started = time.perf_counter()
+
+    @property
+    def trained(self) -> int:
+        """Trainings spent by the run so far."""
+        return self.trained_before + self.evaluator.stats.trained
+
+    @property
+    def done(self) -> bool:
+        """Budget spent, or too many proposals without progress."""
+        return self.trained >= self.budget or self.evaluator.stats.proposed >= self.max_proposals
+
+    def observe(self, score: float | None, expression: str) -> None:
+        """Update the best-so-far with one result."""
+        if score is not None and (self.best_score is None or score > self.best_score):
+            self.best_score, self.best_expression = score, expression
+
+    def progress(self) -> Progress:
+        """Current snapshot."""
+        el = time.perf_counter() - self.started
+        st = self.evaluator.stats
+        return Progress(
+            trained=self.trained,
+            budget=self.budget,
+            proposed=st.proposed,
+            resolved_without_training=st.resolved_without_training,
+            best_score=self.best_score,
+            best_expression=self.best_expression,
+            evals_per_second=st.trained / el if el > 0 else 0.0,
+            elapsed=el,
+        )
+
+
+class BudgetCallback(BaseCallback):
+    """Feeds step results into :class:`SearchState` and stops training when the budget is spent."""
+
+    def __init__(self, state: SearchState) -> None:
+        super().__init__()
+        self.state = state
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            res = info.get("result")
+            if res is not None:
+                self.state.observe(res.score, res.expression)
+        return not self.state.done
+
+
+class ProgressCallback(BaseCallback):
+    """Calls ``report(progress)`` at most every ``every_seconds`` (the CLI renders it with rich)."""
+
+    def __init__(
+        self, state: SearchState, report: Callable[[Progress], None], every_seconds: float = 0.5
+    ) -> None:
+        super().__init__()
+        self.state = state
+        self.report = report
+        self.every = every_seconds
+        self._last = 0.0
+
+    def _on_step(self) -> bool:
+        now = time.perf_counter()
+        if now - self._last >= self.every:
+            self._last = now
+            self.report(self.state.progress())
+        return True
+
+    def _on_training_end(self) -> None:
+        self.report(self.state.progress())
+
+
+class CheckpointCallback(BaseCallback):
+    """Saves the agent (and DQN's replay buffer) every ``every_steps`` vec-env steps."""
+
+    def __init__(self, save: Callable[[], None], every_steps: int = 50) -> None:
+        super().__init__()
+        self.save = save
+        self.every = max(1, every_steps)
+        self._calls = 0
+
+    def _on_step(self) -> bool:
+        self._calls += 1
+        if self._calls % self.every == 0:
+            self.save()
+        return True

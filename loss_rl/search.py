@@ -1,0 +1,491 @@
+"""Search runs: presets → validated config → run folder → agent ↔ MDP ↔ evaluator → verification.
+
+``loss_rl.search(...)`` starts a run, ``loss_rl.resume(path)`` continues one. Everything a resume
+needs is in the run folder: ``config.yaml``, ``ledger.sqlite`` (no finished evaluation is trained
+again) and ``agent.zip`` (the last checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from loss_rl.agents import (
+    AgentConfig,
+    BudgetCallback,
+    CheckpointCallback,
+    Progress,
+    ProgressCallback,
+    SearchState,
+    load_agent,
+    load_agent_config,
+    make_agent,
+)
+from loss_rl.errors import ConfigError, RunError
+from loss_rl.evaluation import Evaluator
+from loss_rl.expr import Expr, TaskKind, parse
+from loss_rl.presets import find_preset, load_yaml
+from loss_rl.store import CONFIG, LEDGER, SUMMARY, Ledger, Run, load_run, write_yaml
+from loss_rl.tasks import TaskConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENV = "digits_noisy"
+DEFAULT_AGENT = "maskable_ppo"
+AGENT_FILE = "agent.zip"
+REPLAY_FILE = "replay_buffer.pkl"
+CONFIG_VERSION = 1
+
+_ENV_KEYS = {"description", "task", "space", "evaluation", "verification", "budget"}
+
+
+@dataclass
+class EvaluationConfig:
+    """How the search scores a candidate.
+
+    Attributes:
+        seeds: Paired model seeds per candidate (score = mean over them).
+        data_seed: Seed of the data split and corruption (fixed for the run).
+    """
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    data_seed: int = 0
+
+
+@dataclass
+class VerificationConfig:
+    """How the best candidates are re-checked at the end of a run.
+
+    Attributes:
+        top_k: Distinct best candidates (by validation score) re-trained.
+        seeds: Fresh model seeds (≥ 2; 5 by default).
+        references: Known losses compared against (default by task kind).
+    """
+
+    top_k: int = 3
+    seeds: int = 5
+    references: list[str] | None = None
+
+
+@dataclass
+class EnvPreset:
+    """A validated env preset (``envs/<name>.yaml``)."""
+
+    name: str
+    description: str
+    task: TaskConfig
+    space: dict[str, Any]
+    evaluation: EvaluationConfig
+    verification: VerificationConfig
+    budget: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``config.yaml``."""
+        return {
+            "description": self.description,
+            "task": self.task.to_dict(),
+            "space": self.space,
+            "evaluation": vars(self.evaluation),
+            "verification": vars(self.verification),
+            "budget": self.budget,
+        }
+
+
+def _section(data: dict[str, Any], key: str, cls: type, field_prefix: str) -> Any:
+    raw = data.get(key) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a mapping", field=f"{field_prefix}.{key}")
+    allowed = set(cls.__dataclass_fields__)
+    for k in raw:
+        if k not in allowed:
+            raise ConfigError(
+                f"unknown key {k!r}; allowed: {', '.join(sorted(allowed))}",
+                field=f"{field_prefix}.{key}.{k}",
+            )
+    obj = cls(**raw)
+    for k, v in vars(obj).items():
+        if k in ("seeds",) and isinstance(v, list) and not all(isinstance(s, int) for s in v):
+            raise ConfigError("must be a list of integers", field=f"{field_prefix}.{key}.{k}")
+    return obj
+
+
+def parse_env_preset(data: dict[str, Any], name: str) -> EnvPreset:
+    """Validate an env preset mapping.
+
+    Raises:
+        ConfigError: naming the field for unknown keys, wrong types or bad values.
+    """
+    for k in data:
+        if k not in _ENV_KEYS:
+            raise ConfigError(
+                f"unknown key {k!r}; allowed: {', '.join(sorted(_ENV_KEYS))}", field=f"env.{k}"
+            )
+    if "task" not in data:
+        raise ConfigError("is required (dataset, corruption, model, training)", field="env.task")
+    task = TaskConfig.from_dict(data["task"])
+    space = data.get("space") or {}
+    if not isinstance(space, dict):
+        raise ConfigError("must be a mapping", field="env.space")
+    evaluation = _section(data, "evaluation", EvaluationConfig, "env")
+    if not evaluation.seeds:
+        raise ConfigError("needs at least one seed", field="env.evaluation.seeds")
+    verification = _section(data, "verification", VerificationConfig, "env")
+    if not isinstance(verification.seeds, int) or verification.seeds < 2:
+        raise ConfigError("must be an integer >= 2", field="env.verification.seeds")
+    budget = data.get("budget", 200)
+    _check_budget(budget, "env.budget")
+    return EnvPreset(
+        name, str(data.get("description", "")), task, dict(space), evaluation, verification,
+        int(budget),
+    )  # fmt: skip
+
+
+def _check_budget(budget: Any, field_name: str) -> None:
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
+        raise ConfigError(
+            f"must be a positive number of inner trainings, got {budget!r}", field=field_name
+        )
+
+
+def load_env_preset(name_or_path: str | Path) -> EnvPreset:
+    """Load and validate ``envs/<name>.yaml`` (or a YAML path)."""
+    path = find_preset("envs", name_or_path)
+    return parse_env_preset(load_yaml(path, "env"), path.stem)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _new_run_dir(out: Path, env: str, algo: str, seed: int) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = out / f"{env}_{algo}_s{seed}_{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path = Path(f"{base}-{i}")
+        i += 1
+    return path
+
+
+def _space_config(preset: EnvPreset) -> dict[str, Any]:
+    return {"kind": preset.task.kind.value, **preset.space}
+
+
+class Search:
+    """A search run bound to its run folder. Build it with :meth:`create` or :meth:`open`."""
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        self.path = path
+        self.config = config
+        self.env_preset = parse_env_preset(config["env"], config["env_name"])
+        self.agent_config = AgentConfig.from_dict(config["agent"], config.get("agent_source", ""))
+        self.budget = int(config["budget"])
+        self.seed = int(config["seed"])
+
+    @classmethod
+    def create(
+        cls,
+        env: str | Path = DEFAULT_ENV,
+        agent: str | Path = DEFAULT_AGENT,
+        *,
+        budget: int | None = None,
+        seed: int = 0,
+        out: str | Path = "results",
+        name: str | None = None,
+        command: str | None = None,
+    ) -> Search:
+        """Validate the presets and create a new run folder (nothing is trained yet)."""
+        preset = load_env_preset(env)
+        agent_cfg = load_agent_config(agent, preset.name)
+        if budget is not None:
+            _check_budget(budget, "budget")
+        run_budget = int(budget if budget is not None else preset.budget)
+        out_dir = Path(out)
+        path = out_dir / name if name else _new_run_dir(out_dir, preset.name, agent_cfg.algo, seed)
+        if path.exists() and any(path.iterdir()):
+            raise RunError(f"{path} already exists; choose another --out/--name or resume it")
+        path.mkdir(parents=True, exist_ok=True)
+        config = {
+            "version": CONFIG_VERSION,
+            "env_name": preset.name,
+            "env": preset.to_dict(),
+            "agent_source": agent_cfg.source,
+            "agent": agent_cfg.to_dict(),
+            "budget": run_budget,
+            "seed": int(seed),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_yaml(path / CONFIG, config)
+        search = cls(path, config)
+        search.log_command(command or f"loss_rl.search(env={str(env)!r}, agent={str(agent)!r}, "
+                                      f"budget={budget!r}, seed={seed!r})")  # fmt: skip
+        return search
+
+    @classmethod
+    def open(cls, path: str | Path) -> Search:
+        """Open an existing run folder to resume it."""
+        run = load_run(path)
+        if int(run.config.get("version", 0)) > CONFIG_VERSION:
+            raise RunError(f"{path} was written by a newer loss_rl; upgrade to resume it")
+        try:
+            return cls(run.path, run.config)
+        except (KeyError, TypeError) as err:
+            msg = f"{path}/config.yaml is incomplete ({err}); it cannot be resumed"
+            raise RunError(msg) from err
+
+    def log_command(self, command: str) -> None:
+        """Append the command that started this session to ``command.txt``."""
+        with (self.path / "command.txt").open("a") as f:
+            f.write(command.rstrip() + "\n")
+
+    # -----------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        progress: Callable[[Progress], None] | None = None,
+        *,
+        verify_top: bool = True,
+    ) -> Run:
+        """Search until the budget is spent, then verify and export the best loss.
+
+        Args:
+            progress: Called with a :class:`Progress` snapshot a few times per second.
+            verify_top: Re-train the top candidates at full length and export the winner.
+
+        Returns:
+            The finished run (``loss_rl.store.Run``).
+
+        Raises:
+            KeyboardInterrupt: after saving the agent and a partial summary (Ctrl-C); the run
+                can be resumed with ``loss_rl.resume(path)``.
+        """
+        from loss_rl.envs import BatchedLossVecEnv, LossDesignEnv
+
+        _limit_threads()
+        preset = self.env_preset
+        ledger = Ledger(self.path / LEDGER)
+        t0 = time.perf_counter()
+        try:
+            evaluator = Evaluator(
+                preset.task,
+                seeds=preset.evaluation.seeds,
+                data_seed=preset.evaluation.data_seed,
+                ledger=ledger,
+            )
+            before = ledger.counts()["trained"]
+            state = SearchState(evaluator, self.budget, trained_before=before)
+            for r in ledger.resolved():
+                state.observe(r.score, r.expression)
+            if not state.done:
+                space = _space_config(preset)
+                envs = [LossDesignEnv(space, evaluator=evaluator)
+                        for _ in range(self.agent_config.n_envs)]  # fmt: skip
+                vec = BatchedLossVecEnv(envs, evaluator)
+                vec.seed(self.seed)
+                agent_path = self.path / AGENT_FILE
+                if agent_path.is_file():
+                    model = load_agent(self.agent_config.algo, agent_path, env=vec)
+                    replay = self.path / REPLAY_FILE
+                    if replay.is_file() and hasattr(model, "load_replay_buffer"):
+                        model.load_replay_buffer(str(replay))
+                    fresh = False
+                else:
+                    model = make_agent(self.agent_config, vec, seed=self.seed)
+                    fresh = True
+
+                def save() -> None:
+                    tmp = self.path / "agent.tmp.zip"
+                    model.save(str(tmp))
+                    os.replace(tmp, agent_path)  # atomic: a kill never leaves half a file
+                    if hasattr(model, "save_replay_buffer"):
+                        model.save_replay_buffer(str(self.path / "replay_buffer.tmp.pkl"))
+                        os.replace(self.path / "replay_buffer.tmp.pkl", self.path / REPLAY_FILE)
+
+                callbacks = [BudgetCallback(state), CheckpointCallback(save, every_steps=20)]
+                if progress is not None:
+                    callbacks.append(ProgressCallback(state, progress))
+                try:
+                    model.learn(total_timesteps=10**9, callback=callbacks,
+                                reset_num_timesteps=fresh)  # fmt: skip
+                except KeyboardInterrupt:
+                    save()
+                    elapsed = time.perf_counter() - t0
+                    self._write_summary(ledger, state, elapsed, None, "interrupted")
+                    raise
+                save()
+            verification = None
+            if verify_top:
+                verification = self._verify_and_export(ledger)
+            self._write_summary(ledger, state, time.perf_counter() - t0, verification, "finished")
+        finally:
+            ledger.close()
+        return load_run(self.path)
+
+    # -----------------------------------------------------------------------------------------
+
+    def _verify_and_export(self, ledger: Ledger) -> dict[str, Any] | None:
+        from loss_rl.export import export
+        from loss_rl.verify import verify
+
+        df = ledger.frame()
+        ok = df[(df["status"] == "ok") & (df["source"] == "trained")]
+        if ok.empty:
+            return None
+        top = ok.sort_values("score", ascending=False).drop_duplicates("key")
+        top = top.head(self.env_preset.verification.top_k)
+        losses = {f"found_{i + 1}": parse(e) for i, e in enumerate(top["expression"])}
+        val_scores = dict(zip(losses, top["score"], strict=True))
+        table = verify(
+            losses,
+            self.env_preset.task,
+            seeds=self.env_preset.verification.seeds,
+            references=self.env_preset.verification.references,
+            data_seed=self.env_preset.evaluation.data_seed,
+        )
+        found = table[table["loss"].isin(list(losses))]
+        # The winner is chosen on the *validation* split of the full-length re-training; the
+        # test split is only reported (never select on test).
+        found = found.sort_values("val_mean", ascending=False, na_position="last")
+        win = found.iloc[0]
+        expr: Expr = losses[win["loss"]]
+        metadata = {
+            "search_val_score": float(val_scores[win["loss"]]),
+            "test_mean": float(win["mean"]),
+            "test_ci95": [float(win["ci_low"]), float(win["ci_high"])],
+            "diff_vs_ce": float(win["diff_vs_ce"]),
+            "env": self.env_preset.name,
+            "run": self.path.name,
+        }
+        best = self.path / "best"
+        best.mkdir(exist_ok=True)
+        kind: TaskKind = self.env_preset.task.kind
+        for fmt, fname in (("json", "loss.json"), ("py", "loss.py"), ("torchscript", "loss.pt")):
+            export(expr, best / fname, format=fmt, kind=kind, metadata=metadata)
+        return {
+            "winner": win["loss"],
+            "expression": str(expr),
+            "key": expr.key,
+            "search_val_score": float(val_scores[win["loss"]]),
+            "steps": table.attrs.get("steps"),
+            "seeds": table.attrs.get("seeds"),
+            "metric": table.attrs.get("metric"),
+            "table": json.loads(table.to_json(orient="records")),
+        }
+
+    def _write_summary(
+        self,
+        ledger: Ledger,
+        state: SearchState,
+        seconds: float,
+        verification: dict[str, Any] | None,
+        status: str,
+    ) -> None:
+        counts = ledger.counts()
+        prev: dict[str, Any] = {}
+        if (self.path / SUMMARY).is_file():
+            with contextlib.suppress(json.JSONDecodeError):
+                prev = json.loads((self.path / SUMMARY).read_text())
+        wall = float(prev.get("wall_seconds", 0.0)) + seconds
+        best: dict[str, Any] | None = None
+        if verification is not None:
+            best = {"expression": verification["expression"], "key": verification["key"],
+                    "val_score": verification["search_val_score"]}  # fmt: skip
+        elif state.best_expression is not None:
+            best = {"expression": state.best_expression, "key": parse(state.best_expression).key,
+                    "val_score": state.best_score}  # fmt: skip
+        resolved = (counts["cached"] + counts["rejected"]) / counts["proposed"] if counts[
+            "proposed"] else 0.0  # fmt: skip
+        summary = {
+            "status": status,
+            "env": self.env_preset.name,
+            "agent": self.agent_config.algo,
+            "budget": self.budget,
+            "best": best,
+            "verification": verification,
+            "evaluations": counts,
+            "resolved_without_training": resolved,
+            "wall_seconds": wall,
+            "evals_per_second": counts["trained"] / wall if wall > 0 else 0.0,
+            "train_seconds": state.evaluator.stats.train_seconds,
+        }
+        tmp = self.path / "summary.tmp.json"
+        tmp.write_text(json.dumps(summary, indent=2, default=float))
+        os.replace(tmp, self.path / SUMMARY)
+
+
+def _limit_threads() -> None:
+    # One intra-op thread per process: two threads collapse when another job holds a core
+    # (measured here); the trainer decides its own parallelism.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def search(
+    env: str | Path = DEFAULT_ENV,
+    agent: str | Path = DEFAULT_AGENT,
+    *,
+    budget: int | None = None,
+    seed: int = 0,
+    out: str | Path = "results",
+    name: str | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    command: str | None = None,
+) -> Run:
+    """Run a loss search end to end and return the finished run.
+
+    Args:
+        env: Env preset name (``envs/<name>.yaml``) or path: task, search space, budgets.
+        agent: Agent preset name (``dqn`` | ``ppo`` | ``maskable_ppo``) or path.
+        budget: Inner trainings to spend (default: the env preset's).
+        seed: Seed of the agent and environments.
+        out: Parent folder of the run folder.
+        name: Run folder name (default: ``<env>_<algo>_s<seed>_<timestamp>``).
+        progress: Progress callback (see :class:`loss_rl.agents.Progress`).
+        command: Command line recorded in ``command.txt``.
+
+    Returns:
+        The run (``.path``, ``.summary``, ``.ledger``, ``.best``).
+    """
+    s = Search.create(env, agent, budget=budget, seed=seed, out=out, name=name, command=command)
+    return s.run(progress)
+
+
+def resume(
+    path: str | Path,
+    progress: Callable[[Progress], None] | None = None,
+    command: str | None = None,
+) -> Run:
+    """Continue a run to its original budget; finished evaluations are never trained again."""
+    s = Search.open(path)
+    s.log_command(command or f"loss_rl.resume({str(path)!r})")
+    return s.run(progress)
+
+
+def list_runs(root: str | Path = "results") -> list[Run]:
+    """Run folders under ``root`` (newest first)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = []
+    for p in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+        if (p / CONFIG).is_file() and (p / LEDGER).is_file():
+            with contextlib.suppress(RunError):
+                runs.append(load_run(p))
+    return runs
+
+
+__all__: Sequence[str] = [
+    "EnvPreset",
+    "Search",
+    "list_runs",
+    "load_env_preset",
+    "parse_env_preset",
+    "resume",
+    "search",
+]
