@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loss_rl.agents import (
     AgentConfig,
@@ -35,6 +35,9 @@ from loss_rl.expr import Expr, TaskKind, parse
 from loss_rl.presets import find_preset, load_yaml
 from loss_rl.store import CONFIG, LEDGER, SUMMARY, Ledger, Run, load_run, write_yaml
 from loss_rl.tasks import TaskConfig
+
+if TYPE_CHECKING:
+    from loss_rl.envs import EnvConfig
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +137,14 @@ def parse_env_preset(data: dict[str, Any], name: str) -> EnvPreset:
     space = data.get("space") or {}
     if not isinstance(space, dict):
         raise ConfigError("must be a mapping", field="env.space")
+    if "kind" in space and space["kind"] != task.kind.value:
+        raise ConfigError(
+            f"the task is {task.kind.value}; remove 'kind' (it follows the task)",
+            field="env.space.kind",
+        )
+    from loss_rl.envs import EnvConfig
+
+    EnvConfig.from_dict({**space, "kind": task.kind.value}, prefix="env.space")  # validate early
     evaluation = _section(data, "evaluation", EvaluationConfig, "env")
     if not evaluation.seeds:
         raise ConfigError("needs at least one seed", field="env.evaluation.seeds")
@@ -266,8 +277,6 @@ class Search:
             KeyboardInterrupt: after saving the agent and a partial summary (Ctrl-C); the run
                 can be resumed with ``loss_rl.resume(path)``.
         """
-        from loss_rl.envs import BatchedLossVecEnv, LossDesignEnv
-
         _limit_threads()
         preset = self.env_preset
         ledger = Ledger(self.path / LEDGER)
@@ -283,43 +292,16 @@ class Search:
             state = SearchState(evaluator, self.budget, trained_before=before)
             for r in ledger.resolved():
                 state.observe(r.score, r.expression)
-            if not state.done:
-                space = _space_config(preset)
-                envs = [LossDesignEnv(space, evaluator=evaluator)
-                        for _ in range(self.agent_config.n_envs)]  # fmt: skip
-                vec = BatchedLossVecEnv(envs, evaluator)
-                vec.seed(self.seed)
-                agent_path = self.path / AGENT_FILE
-                if agent_path.is_file():
-                    model = load_agent(self.agent_config.algo, agent_path, env=vec)
-                    replay = self.path / REPLAY_FILE
-                    if replay.is_file() and hasattr(model, "load_replay_buffer"):
-                        model.load_replay_buffer(str(replay))
-                    fresh = False
-                else:
-                    model = make_agent(self.agent_config, vec, seed=self.seed)
-                    fresh = True
-
-                def save() -> None:
-                    tmp = self.path / "agent.tmp.zip"
-                    model.save(str(tmp))
-                    os.replace(tmp, agent_path)  # atomic: a kill never leaves half a file
-                    if hasattr(model, "save_replay_buffer"):
-                        model.save_replay_buffer(str(self.path / "replay_buffer.tmp.pkl"))
-                        os.replace(self.path / "replay_buffer.tmp.pkl", self.path / REPLAY_FILE)
-
-                callbacks = [BudgetCallback(state), CheckpointCallback(save, every_steps=20)]
-                if progress is not None:
-                    callbacks.append(ProgressCallback(state, progress))
-                try:
-                    model.learn(total_timesteps=10**9, callback=callbacks,
-                                reset_num_timesteps=fresh)  # fmt: skip
-                except KeyboardInterrupt:
-                    save()
-                    elapsed = time.perf_counter() - t0
-                    self._write_summary(ledger, state, elapsed, None, "interrupted")
-                    raise
-                save()
+            try:
+                if not state.done:
+                    if self.agent_config.is_baseline:
+                        self._run_baseline(evaluator, state, progress)
+                    else:
+                        self._run_agent(evaluator, state, progress)
+            except KeyboardInterrupt:
+                elapsed = time.perf_counter() - t0
+                self._write_summary(ledger, state, elapsed, None, "interrupted")
+                raise
             verification = None
             if verify_top:
                 verification = self._verify_and_export(ledger)
@@ -327,6 +309,74 @@ class Search:
         finally:
             ledger.close()
         return load_run(self.path)
+
+    def env_config(self) -> EnvConfig:
+        """The MDP configuration: the preset's space, the task's kind and its descriptor."""
+        from loss_rl.envs import EnvConfig
+
+        preset = self.env_preset
+        space = {**preset.space, "kind": preset.task.kind.value}
+        if "task_features" not in space:
+            space["task_features"] = task_features(preset.task, preset.evaluation.data_seed)
+        return EnvConfig.from_dict(space, prefix="env.space")
+
+    def _run_baseline(
+        self, evaluator: Evaluator, state: SearchState, progress: Callable[[Progress], None] | None
+    ) -> None:
+        from loss_rl.agents.baselines import BASELINES
+
+        cfg = self.agent_config
+        cls = BASELINES[cfg.algo]
+        options = cls.options_class(n_envs=cfg.n_envs, **cfg.hyperparams)
+        searcher = cls(self.env_config(), evaluator, state, seed=self.seed, run_dir=self.path,
+                       options=options)  # fmt: skip
+        searcher.run(progress)
+        if progress is not None:
+            progress(state.progress())
+
+    def _run_agent(
+        self, evaluator: Evaluator, state: SearchState, progress: Callable[[Progress], None] | None
+    ) -> None:
+        from loss_rl.envs import BatchedLossVecEnv, LossDesignEnv
+
+        env_cfg = self.env_config()
+        n_envs = self.agent_config.n_envs
+        envs = [LossDesignEnv(env_cfg, evaluator=evaluator) for _ in range(n_envs)]
+        vec = BatchedLossVecEnv(envs, evaluator)
+        vec.seed(self.seed)
+        if state.best_expression is not None and state.best_score is not None:
+            envs[0].inject_best(state.best_expression, state.best_score)  # resumed run
+        agent_path = self.path / AGENT_FILE
+        if agent_path.is_file():
+            model = load_agent(self.agent_config.algo, agent_path, env=vec)
+            replay = self.path / REPLAY_FILE
+            if replay.is_file() and hasattr(model, "load_replay_buffer"):
+                model.load_replay_buffer(str(replay))
+            fresh = False
+        else:
+            model = make_agent(self.agent_config, vec, seed=self.seed)
+            fresh = True
+
+        def save() -> None:
+            tmp = self.path / "agent.tmp.zip"
+            model.save(str(tmp))
+            os.replace(tmp, agent_path)  # atomic: a kill never leaves half a file
+            if hasattr(model, "save_replay_buffer"):
+                model.save_replay_buffer(str(self.path / "replay_buffer.tmp.pkl"))
+                os.replace(self.path / "replay_buffer.tmp.pkl", self.path / REPLAY_FILE)
+
+        callbacks = [BudgetCallback(state), CheckpointCallback(save, every_steps=20)]
+        if progress is not None:
+            callbacks.append(ProgressCallback(state, progress))
+        try:
+            # learn() in chunks of env steps: schedules (DQN's epsilon) span a chunk, and the
+            # budget callback, counting inner trainings, ends the run.
+            while not state.done:
+                model.learn(total_timesteps=4 * self.budget, callback=callbacks,
+                            reset_num_timesteps=fresh)  # fmt: skip
+                fresh = False
+        finally:
+            save()  # also on Ctrl-C: the resumed run continues from here
 
     # -----------------------------------------------------------------------------------------
 
@@ -418,6 +468,37 @@ class Search:
         tmp = self.path / "summary.tmp.json"
         tmp.write_text(json.dumps(summary, indent=2, default=float))
         os.replace(tmp, self.path / SUMMARY)
+
+
+def task_features(task: TaskConfig, data_seed: int = 0) -> list[float]:
+    """A task descriptor the agent can know (never the true noise rate), 8 values within ±10.
+
+    ``[classes / 10, log10 train size, log10 features, is classification, smallest / largest
+    class share in train, train size / (train + val), 0, 0]``; the last two are reserved for
+    landmark scores.
+    """
+    import math
+
+    import numpy as np
+
+    from loss_rl.tasks import load_task
+
+    data = load_task(task, data_seed)
+    n_train, n_val = len(data.train), len(data.val)
+    balance = 1.0
+    if data.num_classes:
+        counts = np.bincount(data.train.y.numpy(), minlength=data.num_classes)
+        balance = float(counts.min() / max(counts.max(), 1))
+    return [
+        (data.num_classes or 0) / 10.0,
+        math.log10(max(n_train, 1)),
+        math.log10(max(data.num_features, 1)),
+        float(data.kind is TaskKind.CLASSIFICATION),
+        balance,
+        n_train / max(n_train + n_val, 1),
+        0.0,
+        0.0,
+    ]
 
 
 def _limit_threads() -> None:

@@ -47,7 +47,8 @@ class AgentConfig:
     """A resolved agent preset.
 
     Attributes:
-        algo: ``dqn`` | ``ppo`` | ``maskable_ppo``.
+        algo: ``dqn`` | ``ppo`` | ``maskable_ppo`` (SB3 agents) or ``random`` | ``evolution`` |
+            ``optuna`` (baselines).
         n_envs: Environments stepped together (candidates per evaluator batch).
         policy: SB3 policy name.
         hyperparams: Remaining SB3 constructor arguments.
@@ -59,6 +60,11 @@ class AgentConfig:
     policy: str = "MlpPolicy"
     hyperparams: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+
+    @property
+    def is_baseline(self) -> bool:
+        """Whether this is a non-RL baseline searcher (random, evolution, optuna)."""
+        return self.algo not in ALGOS
 
     @property
     def uses_masks(self) -> bool:
@@ -77,16 +83,21 @@ class AgentConfig:
         Raises:
             ConfigError: naming the field for an unknown algorithm, key or bad value.
         """
+        from loss_rl.agents.baselines import BASELINES, baseline_options
+
         data = dict(data)
         algo = str(data.pop("algo", ""))
-        if algo not in ALGOS:
+        if algo not in ALGOS and algo not in BASELINES:
             raise ConfigError(
-                f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}",
+                f"unknown agent {algo!r}; choose one of {', '.join([*ALGOS, *BASELINES])}",
                 field="agent.algo",
             )
         n_envs = data.pop("n_envs", 8)
         if not isinstance(n_envs, int) or isinstance(n_envs, bool) or n_envs < 1:
             raise ConfigError(f"must be an integer >= 1, got {n_envs!r}", field="agent.n_envs")
+        if algo in BASELINES:
+            baseline_options(algo, data)  # validates
+            return cls(algo, n_envs, "", data, source)
         policy = data.pop("policy", "MlpPolicy")
         if not isinstance(policy, str):
             raise ConfigError("must be a policy name such as MlpPolicy", field="agent.policy")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from itertools import combinations
 
 from loss_rl.expr._nodes import EPS, EXP_MAX, OPS, Const, Expr, Leaf, Op, is_vector
 
@@ -91,30 +92,48 @@ def _chain(name: str, args: list[Expr]) -> Expr:
     return out
 
 
+def _fold_constants(name: str, values: list[float]) -> list[float]:
+    """The constants of a ``+`` or ``*`` chain, combined and rounded.
+
+    Normally one value. If they overflow together (such a loss fails the checks, but its key must
+    still exist), pairs are combined while some pair stays finite; the pairs left all overflow,
+    so no sub-chain of the result folds further and the result is canonical itself. Values are
+    combined in sorted order, so the outcome does not depend on the order of the terms.
+    """
+    out = sorted(values)
+    total = 0.0 if name == "add" else 1.0
+    for v in out:
+        total = total + v if name == "add" else total * v
+    if math.isfinite(total):
+        return [round_constant(total)]
+    merged = True
+    while merged:
+        merged = False
+        for i, j in combinations(range(len(out)), 2):
+            v = out[i] + out[j] if name == "add" else out[i] * out[j]
+            if math.isfinite(v):
+                others = [x for k, x in enumerate(out) if k not in (i, j)]
+                out = sorted([*others, round_constant(v)])
+                merged = True
+                break
+    return out
+
+
 def _assoc(name: str, a: Expr, b: Expr) -> Expr:
     """Canonical ``a + b`` or ``a * b`` over already-canonical arguments."""
     unit = 0.0 if name == "add" else 1.0
     terms = _flatten(name, a) + _flatten(name, b)
-    consts = [t.value for t in terms if isinstance(t, Const)]
     rest = sorted(t for t in terms if not isinstance(t, Const))
-    if name == "mul" and 0.0 in consts:
+    values = _fold_constants(name, [t.value for t in terms if isinstance(t, Const)])
+    if name == "mul" and 0.0 in values:
         return Const(0.0)
-    c = unit
-    for v in consts:
-        c = c + v if name == "add" else c * v
-    if not math.isfinite(c):
-        # The constants overflow when combined: keep them as separate terms (such a loss is
-        # rejected by the checks, but its key must still exist).
-        return _chain(name, sorted(terms))
-    c = round_constant(c)
+    consts = [Const(v) for v in values if v != unit]
     if not rest:
-        return Const(c)
+        return _chain(name, sorted(consts)) if consts else Const(unit)
+    if len(consts) > 1:  # constants that overflow together stay apart
+        return _chain(name, sorted([*consts, *rest]))
     # The constant goes first in a product (2 * x) and last in a sum (x + 1): reads naturally.
-    if name == "mul" and c != unit:
-        rest = [Const(c), *rest]
-    elif name == "add" and c != unit:
-        rest = [*rest, Const(c)]
-    return _chain(name, rest)
+    return _chain(name, [*consts, *rest] if name == "mul" else [*rest, *consts])
 
 
 @lru_cache(maxsize=65536)
@@ -156,7 +175,6 @@ def canonical(expr: Expr) -> Expr:
         if args[0] == args[1]:
             return args[0]
         args = sorted(args)
-    if name in ("sum_c", "mean_c") and not is_vector(args[0]):
-        if name == "mean_c":
-            return args[0]
+    if name == "mean_c" and not is_vector(args[0]):
+        return args[0]
     return Op(name, tuple(args))

@@ -126,7 +126,7 @@ def _log_of(node: Expr) -> _Fn:
     return lambda ctx: safe_log(inner(ctx))
 
 
-def _build_node(node: Expr) -> _Fn:  # noqa: C901 - one branch per primitive reads best
+def _build_node(node: Expr) -> _Fn:
     if isinstance(node, Leaf):
         name = node.name
         return lambda ctx: ctx.leaf(name)
@@ -154,15 +154,18 @@ def _build_node(node: Expr) -> _Fn:  # noqa: C901 - one branch per primitive rea
             if n >= 0:
                 return lambda ctx: b(ctx) ** n
             return lambda ctx: 1.0 / safe_denominator(b(ctx) ** (-n))
-        vec = is_vector(node)
+        # Shapes are decided here, once, not on every call of the loss.
+        vec_base = is_vector(node) and not is_vector(base)
+        vec_expo = is_vector(node) and not is_vector(expo)
         lb = _log_of(base)
         e = _build_node(expo)
 
         def _pow(ctx: _Ctx) -> Tensor:
             lv, ev = lb(ctx), e(ctx)
-            if vec:
-                lv = lv if is_vector(base) else _to_vec(lv)
-                ev = ev if is_vector(expo) else _to_vec(ev)
+            if vec_base:
+                lv = _to_vec(lv)
+            if vec_expo:
+                ev = _to_vec(ev)
             return torch.exp(torch.clamp(ev * lv, max=EXP_MAX))
 
         return _pow
@@ -226,6 +229,10 @@ class CompiledLoss:
         self.expr = expr
         self.kind = kind
         self._fn = _build_node(expr)
+
+    def __reduce__(self) -> tuple[type[CompiledLoss], tuple[Expr, TaskKind]]:
+        # The compiled closures cannot be pickled; the expression can, and recompiles.
+        return (CompiledLoss, (self.expr, self.kind))
 
     def __call__(self, input: Tensor, target: Tensor) -> Tensor:
         ctx = _Ctx(input, target, self.kind)

@@ -18,8 +18,8 @@ def fingerprint(expr: Expr, kind: TaskKind | str | None = None) -> str | None:
     """Hash of the loss's per-sample gradient with respect to the model output on fixed probes.
 
     Training depends on a loss only through this gradient, so two losses with equal fingerprints
-    (e.g. ``L`` and ``L + 1``, or ``2 * L / 2``) train identically; the evaluator reuses one's result
-    for the other. Gradients are rounded to :data:`FINGERPRINT_DIGITS` significant digits.
+    (e.g. ``L`` and ``L + 1``, or ``2 * L / 2``) train identically; the evaluator reuses one's
+    result for the other. Gradients are rounded to :data:`FINGERPRINT_DIGITS` significant digits.
 
     Returns:
         A 16-character hex string, or ``None`` if the loss cannot be evaluated to finite

@@ -212,7 +212,12 @@ class Const(Expr):
     value: float
 
     def __post_init__(self) -> None:
-        v = float(self.value)
+        try:
+            v = float(self.value)
+        except (TypeError, ValueError):
+            raise LossSpecError(
+                f"constant {self.value!r} is not a number", field="constant"
+            ) from None
         if not math.isfinite(v):
             raise LossSpecError(f"constant {self.value!r} is not finite", field="constant")
         object.__setattr__(self, "value", v + 0.0)  # normalise -0.0 to 0.0
@@ -233,6 +238,8 @@ class Op(Expr):
                 f"unknown operator {self.op!r}; known operators: {', '.join(OPS)}",
                 field="operator",
             )
+        # A list would make the node unhashable (and so unusable as a cache key).
+        object.__setattr__(self, "args", tuple(self.args))
         if len(self.args) != spec.arity:
             raise LossSpecError(
                 f"operator {self.op!r} takes {spec.arity} argument(s), got {len(self.args)}",

@@ -71,7 +71,9 @@ def sce(alpha: float = 0.1, beta: float = 1.0) -> Expr:
 
 
 def nce_rce(alpha: float = 1.0, beta: float = 1.0) -> Expr:
-    r"""Active-passive loss NCE+RCE: :math:`\alpha\,\frac{-\log p_y}{\sum_c -\log p_c} + \beta\,RCE`.
+    r"""Active-passive loss NCE+RCE.
+
+    :math:`\alpha\,\frac{-\log p_y}{\sum_c -\log p_c} + \beta\,RCE`.
 
     Ma et al., "Normalized Loss Functions for Deep Learning with Noisy Labels", ICML 2020.
     """
@@ -136,11 +138,15 @@ def huber(delta: float = 1.0) -> Expr:
     Huber, "Robust Estimation of a Location Parameter", Ann. Math. Statist. 1964.
     """
     d = _num(delta)
-    return parse(f"0.5 * min(abs(residual), {d})^2 + {d} * (abs(residual) - min(abs(residual), {d}))")
+    m = f"min(abs(residual), {d})"
+    return parse(f"0.5 * {m}^2 + {d} * (abs(residual) - {m})")
 
 
 def log_cosh() -> Expr:
-    r"""Log-cosh :math:`\log\cosh r`, written stably as :math:`|r| + \mathrm{softplus}(-2|r|) - \log 2`."""
+    r"""Log-cosh :math:`\log\cosh r`.
+
+    Written stably as :math:`|r| + \mathrm{softplus}(-2|r|) - \log 2`.
+    """
     return parse("abs(residual) + softplus(-2 * abs(residual)) - 0.6931471805599453")
 
 
@@ -175,7 +181,8 @@ class KnownLoss:
         unknown = set(params) - set(self.defaults)
         if unknown:
             raise LossSpecError(
-                f"{self.name} has no parameter(s) {sorted(unknown)}; it takes {sorted(self.defaults)}",
+                f"{self.name} has no parameter(s) {sorted(unknown)}; "
+                f"it takes {sorted(self.defaults)}",
                 field="params",
             )
         return self.build(**{**self.defaults, **params})

@@ -1,0 +1,151 @@
+"""Throughput of the batched inner trainer against a plain PyTorch loop (one run, printed ratios).
+
+Standard proxy: digits, MLP 64-64-10, Adam 1e-2, batch 128, 200 steps, 34 different losses
+(the classification losses of the known-loss library, variants of their hyper-parameters and a
+dozen hand-written expressions — what a search proposes).
+
+(a) plain loop: :func:`loss_rl.training.train_reference` — one ``nn.Module``, ``torch.optim.Adam``,
+    the compiled loss and autograd, one model at a time. Timed with torch's default thread count
+    and with one thread; the faster one is the baseline.
+(b) batched: :func:`loss_rl.training.train` on all losses in one pass (worker processes of one
+    thread each), after a warm-up call that starts the workers.
+
+The last line printed is JSON with keys: ``plain_evals_per_s``, ``plain_threads``,
+``batched_evals_per_s``, ``ratio`` (b/a), ``gflop_per_eval``, ``plain_gflops``,
+``batched_gflops``, ``n_losses``, ``n_structures``, ``seeds``, ``steps``, ``workers``, ``cores``,
+``load_avg_before``.
+
+Run ``python benchmarks/trainer_throughput.py --help`` for smaller runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+
+from loss_rl.expr import Expr, known_loss, parse
+from loss_rl.tasks import TaskConfig, load_task
+from loss_rl.training import default_workers, structure, train, train_reference
+
+HAND_WRITTEN = (
+    "sum_c(square(p - t))",
+    "tanh(-log_p_y)",
+    "1 - p_y",
+    "-log_p_y + 0.5 * (1 - p_y)^2",
+    "sqrt(-log_p_y)",
+    "min(-log_p_y, 2)",
+    "-log(p_y + 0.1)",
+    "(1 - p_y)^2",
+    "softplus(-log_p_y) - 0.6931471805599453",
+    "exp(-p_y)",
+    "-log_p_y * (1 - p_y + 0.1)",
+    "sum_c(abs(p - t)) - 0.1 * log_p_y",
+)
+
+
+def benchmark_losses() -> list[tuple[str, Expr]]:
+    """34 diverse classification losses: ``(label, expression)``."""
+    named = ["ce", "label_smoothing", "focal", "mae", "gce", "sce", "nce_rce", "poly1", "baikal",
+             "taylor_glo"]
+    out = [(n, known_loss(n)) for n in named]
+    out += [(f"gce q={q}", known_loss("gce", q=q)) for q in (0.3, 0.5, 0.9)]
+    out += [(f"focal g={g}", known_loss("focal", gamma=g)) for g in (0.5, 1.0, 3.0)]
+    out += [(f"ls a={a}", known_loss("label_smoothing", alpha=a)) for a in (0.05, 0.2, 0.3)]
+    out += [(f"poly1 e={e}", known_loss("poly1", epsilon=e)) for e in (-1.0, 2.0)]
+    out += [("sce a=0.5 b=0.5", known_loss("sce", alpha=0.5, beta=0.5))]
+    out += [(s, parse(s)) for s in HAND_WRITTEN]
+    return out
+
+
+def flops_per_eval(task: TaskConfig, steps: int) -> float:
+    """Matmul FLOPs of one evaluation (forward, weight and input gradients) of an MLP task."""
+    data = load_task(task, 0)
+    widths = [data.num_features, *task.model.hidden, data.num_outputs]
+    macs = [a * b for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    batch = min(task.training.batch_size, len(data.train))
+    per_step = 2 * batch * (2 * sum(macs) + sum(macs[1:]))
+    return per_step * steps
+
+
+def time_plain(losses: list[Expr], task: TaskConfig, steps: int, threads: int) -> float:
+    """Evaluations per second of the plain loop with ``threads`` torch threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        train_reference(losses[0], task, 5, 0)  # warm-up
+        start = time.perf_counter()
+        for i, loss in enumerate(losses):
+            train_reference(loss, task, steps, i)
+        return len(losses) / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--losses", type=int, default=34, help="number of losses (max 34)")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--seeds", type=int, default=1, help="paired seeds per loss (batched)")
+    parser.add_argument("--plain-evals", type=int, default=8, help="plain-loop trainings timed")
+    parser.add_argument("--repeats", type=int, default=3, help="batched passes timed (median)")
+    parser.add_argument("--workers", type=int, default=None, help="default: one per core")
+    args = parser.parse_args()
+
+    load = os.getloadavg()[0]
+    task = TaskConfig.from_dict({
+        "dataset": "digits",
+        "model": {"kind": "mlp", "widths": [64, 64]},
+        "training": {"optimizer": "adam", "lr": 1e-2, "batch_size": 128, "steps": args.steps},
+    })
+    labelled = benchmark_losses()[: args.losses]
+    losses = [e for _, e in labelled]
+    workers = default_workers() if args.workers is None else args.workers
+    cores = torch.get_num_threads()
+    print(f"load average before: {load:.2f} (the CPU may be shared with other jobs)")
+
+    plain = {t: time_plain(losses[: args.plain_evals], task, args.steps, t)
+             for t in sorted({cores, 1})}
+    plain_threads = max(plain, key=lambda t: plain[t])
+    for t, v in plain.items():
+        print(f"(a) plain loop, {t} thread(s): {v:6.2f} evaluations/s")
+
+    seeds = list(range(args.seeds))
+    train(losses[:4], task, 5, seeds, workers=workers)  # warm-up: starts the workers
+    rates = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        results = train(losses, task, args.steps, seeds, workers=workers)
+        rates.append(len(results) / (time.perf_counter() - start))
+        assert all(r.ok for r in results), [r.reason for r in results if not r.ok]
+    batched = statistics.median(rates)
+    print(f"(b) batched, {workers} worker(s): {batched:6.2f} evaluations/s "
+          f"(passes: {', '.join(f'{r:.1f}' for r in rates)})")
+    ratio = batched / plain[plain_threads]
+    gflop = flops_per_eval(task, args.steps) / 1e9
+    print(f"ratio b/a: {ratio:.1f}x; {gflop:.2f} GFLOP/evaluation; "
+          f"plain {plain[plain_threads] * gflop:.1f} GFLOP/s, batched {batched * gflop:.1f} GFLOP/s")
+    print(json.dumps({
+        "plain_evals_per_s": round(plain[plain_threads], 3),
+        "plain_threads": plain_threads,
+        "batched_evals_per_s": round(batched, 3),
+        "ratio": round(ratio, 2),
+        "gflop_per_eval": round(gflop, 4),
+        "plain_gflops": round(plain[plain_threads] * gflop, 2),
+        "batched_gflops": round(batched * gflop, 2),
+        "n_losses": len(losses),
+        "n_structures": len({structure(e) for e in losses}),
+        "seeds": args.seeds,
+        "steps": args.steps,
+        "workers": workers,
+        "cores": cores,
+        "load_avg_before": round(load, 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()

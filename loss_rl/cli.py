@@ -1,0 +1,294 @@
+"""The ``loss-rl`` command line (typer + rich).
+
+The CLI parses arguments, calls the library and owns the console. Every command is registered on
+:data:`app`; the app's group class turns the library's typed errors
+(:class:`~loss_rl.errors.LossRLError`) into one red message and exit code 2, unless ``--debug``
+asks for the traceback. Add a command with ``@app.command()`` and it gets the same handling.
+
+Heavy imports (torch, matplotlib) happen inside the commands, so ``loss-rl --help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from loss_rl.errors import LossRLError, LossSpecError, RunError
+
+if TYPE_CHECKING:
+    from loss_rl.expr import Expr, TaskKind
+
+EXIT_BAD_INPUT = 2
+
+
+class _Group(TyperGroup):
+    """Runs a command; a typed loss_rl error becomes one red line and exit code 2."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LossRLError as err:
+            if ctx.params.get("debug"):
+                raise
+            # soft_wrap: a syntax error's caret must stay under the character it points at.
+            Console(stderr=True).print(Text(f"Error: {err}", style="bold red"), soft_wrap=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="loss-rl",
+    help="Discover training loss functions with reinforcement learning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback when a command fails.")
+    ] = False,
+) -> None:
+    """Discover training loss functions with reinforcement learning."""
+
+
+# The choices below mirror TaskKind, export.FORMATS and the reductions: importing those would
+# import torch, and `loss-rl --help` should not wait for it. tests/test_cli.py keeps them equal.
+class Kind(str, Enum):
+    """Task kinds, as CLI choices."""
+
+    classification = "classification"
+    regression = "regression"
+
+
+class Format(str, Enum):
+    """Export formats, as CLI choices."""
+
+    json = "json"
+    py = "py"
+    torchscript = "torchscript"
+
+
+class Reduction(str, Enum):
+    """Batch reductions, as CLI choices."""
+
+    mean = "mean"
+    sum = "sum"
+    none = "none"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A loss named on the command line, with what its source said about it."""
+
+    expr: Expr
+    kind: TaskKind | None
+    reduction: str
+    metadata: dict[str, Any]
+    origin: str
+
+
+def _resolve(source: str) -> _Source:
+    """An expression, a known loss name, a JSON spec path or a run folder (``best/loss.json``)."""
+    from loss_rl.export import read_spec
+    from loss_rl.expr import KNOWN_LOSSES, known_loss, parse
+
+    path = Path(source)
+    if path.is_dir():
+        spec_path = path / "best" / "loss.json"
+        if not spec_path.is_file():
+            raise RunError(
+                f"{path} is a folder without best/loss.json; pass a run folder whose search has "
+                "recorded a best loss, a spec file, a known loss name or an expression"
+            )
+        path = spec_path
+    if path.is_file():
+        spec = read_spec(path)
+        return _Source(spec.expression, spec.kind, spec.reduction, spec.metadata, str(path))
+    if source in KNOWN_LOSSES:
+        known = KNOWN_LOSSES[source]
+        meta = {"name": source, "title": known.title}
+        return _Source(known_loss(source), known.kind, "mean", meta, f"known loss {source!r}")
+    if source.endswith(".json") or os.sep in source:
+        raise LossSpecError(f"no such file or folder: {source}", field="path")
+    return _Source(parse(source), None, "mean", {}, "expression")
+
+
+# Expressions often start with "-" (e.g. "-log_p_y"): unknown options pass through as arguments.
+# (Hence no short option names on these commands: "-o" would capture "-log_p_y" as "-o g_p_y".)
+_EXPRESSION_ARGS = {"ignore_unknown_options": True}
+
+
+@app.command(context_settings=_EXPRESSION_ARGS)
+def show(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A loss expression (e.g. '-(1 - p_y)^2 * log_p_y'), a known loss name "
+            "(e.g. gce), a JSON spec or a run folder."
+        ),
+    ],
+    kind: Annotated[
+        Kind | None,
+        typer.Option(help="Task kind; inferred from the leaves when omitted."),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Save a PNG of the loss and its gradient against p_y (classification, "
+            "compared with cross-entropy) or against the residual (regression).",
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Show a loss: its canonical key, numeric fingerprint and validity checks."""
+    from loss_rl.expr import TaskKind, check, compile_loss, fingerprint, task_kind
+
+    loss = _resolve(source)
+    expr = loss.expr
+    chosen = TaskKind(kind.value) if kind else loss.kind
+    resolved = chosen or task_kind(expr) or TaskKind.CLASSIFICATION
+    result = check(expr, resolved)
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("expression", Text(str(expr)))
+    table.add_row("source", Text(loss.origin))
+    table.add_row("kind", resolved.value)
+    # The canonical form's text is the key under which evaluations are cached.
+    table.add_row("canonical key", Text(expr.key))
+    table.add_row("fingerprint", fingerprint(expr, resolved) or "- (not finite on the probes)")
+    table.add_row("size / depth", f"{expr.size()} / {expr.depth()}")
+    if result.ok:
+        table.add_row("checks", Text("ok", style="green"))
+    for code, message in result.reasons:
+        table.add_row("checks", Text(f"{code}: {message}", style="red"))
+    console = Console()
+    console.print(table)
+    if plot is not None:
+        # Plotting needs a loss that compiles (a failed check may still be worth a look).
+        label = str(loss.metadata.get("name") or expr)
+        _plot(compile_loss(expr, resolved), resolved, label, str(expr), plot)
+        console.print(f"Saved the plot to {plot}")
+
+
+@app.command("export", context_settings=_EXPRESSION_ARGS)
+def export_command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A loss expression, a known loss name (e.g. gce), a JSON spec, or a run folder "
+            "(its best/loss.json is exported)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="File to write.", dir_okay=False)],
+    format: Annotated[
+        Format, typer.Option("--format", help="json spec, standalone .py, or TorchScript.")
+    ] = Format.json,
+    kind: Annotated[
+        Kind | None,
+        typer.Option(help="Task kind; taken from the source, or inferred from the leaves."),
+    ] = None,
+    reduction: Annotated[
+        Reduction | None,
+        typer.Option(help="Default batch reduction; taken from the source, or 'mean'."),
+    ] = None,
+) -> None:
+    """Export a loss as a JSON spec, a standalone PyTorch module, or TorchScript."""
+    from loss_rl.export import export
+
+    loss = _resolve(source)
+    path = export(
+        loss.expr,
+        out,
+        format.value,  # type: ignore[arg-type]
+        kind=kind.value if kind else loss.kind,
+        reduction=reduction.value if reduction else loss.reduction,  # type: ignore[arg-type]
+        metadata=loss.metadata,
+    )
+    hint = {
+        Format.json: "load it with loss_rl.load_loss",
+        Format.py: "it needs only torch: import DiscoveredLoss from it",
+        Format.torchscript: "load it with torch.jit.load or loss_rl.load_loss",
+    }[format]
+    Console().print(f"Wrote {path} ({format.value}: {hint})")
+
+
+def _plot(fn: Any, kind: TaskKind, label: str, title: str, path: Path) -> None:
+    """Save the loss and its gradient along a 1-D sweep (see ``show --plot``)."""
+    import torch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from loss_rl.expr import TaskKind, compile_loss, known_loss
+
+    if kind is TaskKind.CLASSIFICATION:
+        # Two classes, target 0, logits (s, 0): p_y = sigmoid(s) sweeps (0, 1).
+        s = torch.linspace(-9.0, 9.0, 721, dtype=torch.float64)
+        y = torch.zeros(len(s), dtype=torch.int64)
+        axis, axis_label = torch.sigmoid(s), "true-class probability $p_y$"
+        grad_label = r"$\partial \ell / \partial z_y$"
+        reference, ref_label = compile_loss(known_loss("ce"), kind), "cross-entropy"
+
+        def curve(f: Any) -> tuple[Any, Any]:
+            z = torch.stack([s, torch.zeros_like(s)], -1).requires_grad_(True)
+            value = f(z, y)
+            (grad,) = torch.autograd.grad(value.sum(), z, allow_unused=True)
+            g = torch.zeros_like(z) if grad is None else grad
+            return value.detach().numpy(), g[:, 0].numpy()
+    else:
+        r = torch.linspace(-3.0, 3.0, 601, dtype=torch.float64)
+        axis, axis_label = r, r"residual $\hat y - y$"
+        grad_label = r"$\partial \ell / \partial \hat y$"
+        reference, ref_label = compile_loss(known_loss("mse"), kind), "MSE"
+
+        def curve(f: Any) -> tuple[Any, Any]:
+            pred = r.clone().requires_grad_(True)
+            value = f(pred, torch.zeros_like(r))
+            (grad,) = torch.autograd.grad(value.sum(), pred, allow_unused=True)
+            g = torch.zeros_like(pred) if grad is None else grad
+            return value.detach().numpy(), g.numpy()
+
+    with torch.enable_grad():
+        values, grads = curve(fn)
+        ref_values, ref_grads = curve(reference)
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    x = axis.numpy()
+    for ax, ys, ref, ylabel in zip(
+        fig.subplots(1, 2),
+        (values, grads),
+        (ref_values, ref_grads),
+        ("loss", grad_label),
+        strict=True,
+    ):
+        ax.plot(x, ys, label=label if len(label) <= 40 else "loss", color="tab:blue")
+        ax.plot(x, ref, "--", label=ref_label, color="tab:gray")
+        ax.set_xlabel(axis_label)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title if len(title) <= 90 else title[:87] + "...", fontsize="medium")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    """Entry point of the ``loss-rl`` console script."""
+    app(prog_name="loss-rl")
+
+
+if __name__ == "__main__":
+    main()

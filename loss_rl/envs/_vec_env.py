@@ -1,0 +1,124 @@
+"""A vectorized env that evaluates the candidates of all its envs in one evaluator call.
+
+SB3's ``DummyVecEnv`` steps envs one after the other, so a batched trainer would see one
+candidate at a time. :class:`BatchedLossVecEnv` first asks every env for its candidate
+(:meth:`LossDesignEnv.propose`), sends them to ``evaluator.evaluate`` as one batch, hands each env
+its result (:meth:`LossDesignEnv.provide`) and only then steps the (possibly wrapped) envs, so
+wrappers such as ``Monitor`` keep working and the rest of ``DummyVecEnv`` (auto-reset with
+``terminal_observation``, ``env_method``, ``get_attr``, ``seed``, ``render``) is reused as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+
+from loss_rl.envs._env import LossDesignEnv, RunStats, _evaluate
+from loss_rl.evaluation import EvaluatorLike
+from loss_rl.expr import Expr
+
+
+class BatchedLossVecEnv(DummyVecEnv):
+    """Vectorized :class:`LossDesignEnv` with one ``evaluate`` call per step.
+
+    Args:
+        env_fns_or_envs: Env factories (as for ``DummyVecEnv``) or env instances; each must be a
+            :class:`LossDesignEnv`, possibly wrapped, and all must share their spaces.
+        evaluator: Evaluator for all envs (``None``: the first env's). It replaces the envs' own
+            evaluators so that single-env calls (e.g. start evaluations) use it too.
+        share_run: Give all envs one :class:`RunStats` (:attr:`run`), so ``best_gain`` rewards
+            gains over the best loss of the whole search. It lives as long as this vec env (a
+            seeded reset does not clear it), so a resumed search can :meth:`inject_best` before
+            learning.
+
+    Raises:
+        TypeError: if an env is not a :class:`LossDesignEnv`.
+        ValueError: if the envs' spaces differ.
+    """
+
+    def __init__(
+        self,
+        env_fns_or_envs: Sequence[Callable[[], gym.Env] | gym.Env],
+        evaluator: EvaluatorLike | None = None,
+        share_run: bool = True,
+    ) -> None:
+        fns = [(lambda e=e: e) if isinstance(e, gym.Env) else e for e in env_fns_or_envs]
+        super().__init__(fns)
+        units: list[LossDesignEnv] = []
+        for env in self.envs:
+            u = env.unwrapped
+            if not isinstance(u, LossDesignEnv):
+                raise TypeError(
+                    f"BatchedLossVecEnv needs LossDesignEnv envs, got {type(u).__name__}"
+                )
+            if u.observation_space != self.observation_space or u.action_space != self.action_space:
+                raise ValueError("all envs of a BatchedLossVecEnv need the same spaces (config)")
+            units.append(u)
+        self.units: list[LossDesignEnv] = units
+        self.evaluator: EvaluatorLike = evaluator if evaluator is not None else units[0].evaluator
+        self.run: RunStats = units[0].run if share_run else RunStats()
+        for i, u in enumerate(units):
+            u.evaluator = self.evaluator
+            u.env_index = i
+            if share_run:
+                u.attach_run(self.run)
+        self.share_run = share_run
+
+    def reset(self) -> VecEnvObs:
+        """Reset all envs; their unknown start points are first evaluated in one batch.
+
+        Later auto-resets find those scores in the run's memory and call nothing; only starts
+        that are not fixed (``"random"`` parametric starts) are evaluated one by one.
+        """
+        todo: dict[str, tuple[Expr, list[LossDesignEnv]]] = {}
+        for u in self.units:
+            if not u.config.evaluate_start:
+                continue
+            for expr in u.start_candidates():
+                if expr.key not in u.run.scores:
+                    todo.setdefault(expr.key, (expr, []))[1].append(u)
+        if todo:
+            exprs = [e for e, _ in todo.values()]
+            ctx = [
+                {"episode": 0, "step": 0, "env_index": us[0].env_index, "start": True}
+                for _, us in todo.values()
+            ]
+            results = _evaluate(self.evaluator, exprs, ctx)
+            for (expr, us), r in zip(todo.values(), results, strict=True):
+                runs = {id(u.run): u for u in us}  # record once per run, however shared
+                for u in runs.values():
+                    u.remember([expr], [r])
+        return super().reset()
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Propose on every env, evaluate all candidates in one call, then step every env."""
+        actions = [int(a) for a in np.asarray(self.actions).reshape(self.num_envs)]
+        candidates = [u.propose(a) for u, a in zip(self.units, actions, strict=True)]
+        idx = [i for i, c in enumerate(candidates) if c is not None]
+        if idx:
+            results = _evaluate(
+                self.evaluator,
+                [candidates[i] for i in idx],  # type: ignore[misc]
+                [self.units[i].eval_context() for i in idx],
+            )
+            for i, r in zip(idx, results, strict=True):
+                self.units[i].provide(r)
+        # The envs' step() finds their pending proposal and its result: no further calls.
+        return super().step_wait()
+
+    def inject_best(self, expression: Expr | str, score: float) -> bool:
+        """Offer a loss found elsewhere as the run's best (see :meth:`LossDesignEnv.inject_best`).
+
+        Returns:
+            Whether it became the best (of the shared run, or of any env's own run).
+        """
+        units = self.units[:1] if self.share_run else self.units
+        return any([u.inject_best(expression, score) for u in units])
+
+    def get_action_masks(self) -> np.ndarray:
+        """Masks of all envs, shape ``(num_envs, n_actions)`` (as sb3-contrib's helper builds)."""
+        return np.stack(self.env_method("action_masks"))

@@ -1,0 +1,47 @@
+"""Tasks: datasets (bundled or generated offline) × corruptions × splits × model specs.
+
+A :class:`TaskConfig` describes a task in a few YAML-able lines; :func:`load_task` turns it and a
+seed into tensors (train for inner training, val for the reward, test for reports only);
+:func:`build_model` builds the single model a task trains. Nothing here knows about RL.
+"""
+
+from loss_rl.tasks._config import (
+    ACTIVATIONS,
+    DATASET_KINDS,
+    DEFAULT_METRIC,
+    METRICS,
+    CorruptionConfig,
+    DatasetConfig,
+    ModelConfig,
+    SplitConfig,
+    TaskConfig,
+    TrainingConfig,
+)
+from loss_rl.tasks._data import NoiseRecord, Split, TaskData, derive_seed, load_task
+from loss_rl.tasks._datasets import CACHE_ENV, RawDataset, cache_dir, load_raw
+from loss_rl.tasks._models import ACTIVATION_MODULES, build_model, conv_lengths
+
+__all__ = [
+    "ACTIVATIONS",
+    "ACTIVATION_MODULES",
+    "CACHE_ENV",
+    "DATASET_KINDS",
+    "DEFAULT_METRIC",
+    "METRICS",
+    "CorruptionConfig",
+    "DatasetConfig",
+    "ModelConfig",
+    "NoiseRecord",
+    "RawDataset",
+    "Split",
+    "SplitConfig",
+    "TaskConfig",
+    "TaskData",
+    "TrainingConfig",
+    "build_model",
+    "cache_dir",
+    "conv_lengths",
+    "derive_seed",
+    "load_raw",
+    "load_task",
+]

@@ -1,0 +1,53 @@
+"""The batched inner trainer: ``N`` models × ``N`` losses in one pass, fidelity levels, metrics.
+
+:func:`train` is the entry point; :func:`train_reference` is the plain single-model PyTorch loop
+whose results the batched trainer reproduces. Nothing here knows about RL.
+
+Threads and processes: see :mod:`loss_rl.training._workers` — the population is split across
+worker processes of one torch thread each (``$LOSS_RL_WORKERS``, default one per core).
+"""
+
+from loss_rl.training._metrics import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    classification_metrics,
+    regression_metrics,
+    score_of,
+)
+from loss_rl.training._optim import StackedAdam, StackedOptimizer, StackedSGD, make_optimizer
+from loss_rl.training._ploss import LossEval, PopulationLoss, structure
+from loss_rl.training._population import StackedModel
+from loss_rl.training._reference import (
+    batch_schedule,
+    evaluate_module,
+    init_seed,
+    train_reference,
+)
+from loss_rl.training._trainer import SPLITS, TrainResult, train
+from loss_rl.training._workers import WORKERS_ENV, default_workers, shutdown_workers
+
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "REGRESSION_METRICS",
+    "SPLITS",
+    "WORKERS_ENV",
+    "LossEval",
+    "PopulationLoss",
+    "StackedAdam",
+    "StackedModel",
+    "StackedOptimizer",
+    "StackedSGD",
+    "TrainResult",
+    "batch_schedule",
+    "classification_metrics",
+    "default_workers",
+    "evaluate_module",
+    "init_seed",
+    "make_optimizer",
+    "regression_metrics",
+    "score_of",
+    "shutdown_workers",
+    "structure",
+    "train",
+    "train_reference",
+]

@@ -1,0 +1,165 @@
+"""Optimisers over stacked parameters (dim 0 = model) that behave exactly like ``N``
+independent ``torch.optim`` optimisers.
+
+Adam and SGD update every element independently, so applying torch's single-tensor update
+(``torch.optim.adam._single_tensor_adam``, ``torch.optim.sgd._single_tensor_sgd``) op for op to
+the stacked tensor performs each model's own update. Models are frozen by the caller (their
+gradients zeroed and parameters restored), which cannot leak into other rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from loss_rl.tasks import TrainingConfig
+
+
+def _fused_available(name: str) -> bool:
+    fn = getattr(torch, name, None)
+    if fn is None:
+        return False
+    try:  # CPU fused kernels arrived in torch 2.4
+        p, g = torch.zeros(2), torch.ones(2)
+        if name == "_fused_adam_":
+            fn([p], [g], [torch.zeros(2)], [torch.zeros(2)], [], [torch.ones(())],
+               amsgrad=False, lr=0.1, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8,
+               maximize=False)
+        return True
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
+
+
+_FUSED_ADAM = _fused_available("_fused_adam_")
+
+
+class StackedOptimizer:
+    """Base class: ``step(params, grads)`` updates the stacked tensors in place."""
+
+    def step(self, params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:  # pragma: no cover
+        """Apply one update."""
+        raise NotImplementedError
+
+
+class StackedAdam(StackedOptimizer):
+    """``torch.optim.Adam`` (L2 ``weight_decay``, no amsgrad) on every model of the stack.
+
+    By default the update runs torch's fused CPU Adam kernel (``Adam(fused=True)``): one pass
+    over memory instead of seven. ``fused=False`` replays the single-tensor implementation
+    (torch's default) op for op. Both are elementwise, hence exactly per-model.
+
+    Args:
+        params: The stacked parameters (defines the state's shapes).
+        lr: Learning rate.
+        betas: ``(β1, β2)``.
+        eps: ε.
+        weight_decay: L2 penalty added to the gradient.
+        fused: Use the fused kernel when torch has it.
+    """
+
+    def __init__(
+        self,
+        params: Sequence[Tensor],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        fused: bool = True,
+    ) -> None:
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.fused = fused and _FUSED_ADAM
+        self.exp_avg = [torch.zeros_like(p, requires_grad=False) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p, requires_grad=False) for p in params]
+        self.state_steps = [torch.zeros((), dtype=torch.float32) for _ in params]
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self, params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
+        """One Adam update of every model."""
+        beta1, beta2 = self.betas
+        self.steps += 1
+        if self.fused:
+            torch._foreach_add_(self.state_steps, 1)
+            torch._fused_adam_(  # type: ignore[attr-defined]
+                list(params), list(grads), self.exp_avg, self.exp_avg_sq, [], self.state_steps,
+                amsgrad=False, lr=self.lr, beta1=beta1, beta2=beta2,
+                weight_decay=self.weight_decay, eps=self.eps, maximize=False,
+            )
+            return
+        bias_correction1 = 1 - beta1**self.steps
+        bias_correction2 = 1 - beta2**self.steps
+        step_size = self.lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2**0.5
+        for p, g, m, v in zip(params, grads, self.exp_avg, self.exp_avg_sq, strict=True):
+            grad = g if self.weight_decay == 0 else g.add(p, alpha=self.weight_decay)
+            m.lerp_(grad, 1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
+            p.addcdiv_(m, denom, value=-step_size)
+
+
+class StackedSGD(StackedOptimizer):
+    """``torch.optim.SGD`` (momentum, dampening 0, Nesterov, L2 decay) on every model.
+
+    Replays torch's single-tensor SGD op for op (elementwise, hence exactly per-model).
+
+    Args:
+        params: The stacked parameters.
+        lr: Learning rate.
+        momentum: Momentum factor.
+        nesterov: Nesterov momentum.
+        weight_decay: L2 penalty added to the gradient.
+    """
+
+    def __init__(
+        self,
+        params: Sequence[Tensor],
+        lr: float,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.lr, self.momentum, self.nesterov, self.weight_decay = lr, momentum, nesterov, weight_decay
+        self.buf: list[Tensor] | None = None
+
+    @torch.no_grad()
+    def step(self, params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
+        """One SGD update of every model."""
+        first = self.buf is None
+        if first and self.momentum != 0:
+            self.buf = []
+        for k, (p, g) in enumerate(zip(params, grads, strict=True)):
+            grad = g if self.weight_decay == 0 else g.add(p, alpha=self.weight_decay)
+            if self.momentum != 0:
+                assert self.buf is not None
+                if first:
+                    self.buf.append(grad.detach().clone())
+                else:
+                    self.buf[k].mul_(self.momentum).add_(grad, alpha=1.0)
+                buf = self.buf[k]
+                grad = grad.add(buf, alpha=self.momentum) if self.nesterov else buf
+            p.add_(grad, alpha=-self.lr)
+
+
+def make_optimizer(params: Sequence[Tensor], cfg: TrainingConfig) -> StackedOptimizer:
+    """The stacked optimiser described by ``cfg``."""
+    if cfg.optimizer == "adam":
+        return StackedAdam(params, cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps, cfg.weight_decay)
+    return StackedSGD(params, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay)
+
+
+def make_torch_optimizer(
+    parameters: list[torch.nn.Parameter], cfg: TrainingConfig
+) -> torch.optim.Optimizer:
+    """The plain ``torch.optim`` optimiser described by ``cfg`` (for the reference loop)."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(
+            parameters, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+        )
+    return torch.optim.SGD(
+        parameters, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+    )

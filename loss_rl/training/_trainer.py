@@ -1,0 +1,486 @@
+"""The batched inner trainer: ``N`` models × ``N`` losses in one pass.
+
+``train(candidates, task, steps, seeds)`` trains one model per (candidate, seed). All of them
+live in one :class:`~loss_rl.training._population.StackedModel` (parameters ``[N, P]``); a step is
+
+1. one gather of each seed's minibatch (same order for every candidate of that seed);
+2. one batched forward of all models (autograd on the parameters);
+3. per-model losses and ``dL/dZ`` from :class:`~loss_rl.training._ploss.PopulationLoss`;
+4. a health check: a model whose loss or gradients are not finite is marked ``diverged`` at
+   this step and frozen — its ``dL/dZ`` row and gradient row are zeroed and its parameters
+   restored after every update. Rows never mix, so the other models are bit-for-bit unaffected;
+5. one backward into the parameters and one stacked optimiser update.
+
+**Pairing.** Models with the same seed share initialisation, data split / noise realisation and
+minibatch order, so differences between candidates are differences between losses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from loss_rl.errors import ConfigError
+from loss_rl.expr import Expr, TaskKind
+from loss_rl.tasks import TaskConfig, TaskData, build_model, load_task
+from loss_rl.training._metrics import classification_metrics, regression_metrics, score_of
+from loss_rl.training._optim import make_optimizer
+from loss_rl.training._ploss import PopulationLoss
+from loss_rl.training._population import StackedModel
+from loss_rl.training._reference import batch_schedule, init_seed
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+_EVAL_CHUNK_ELEMENTS = 1 << 22  # activations per evaluation chunk (N · n · width)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of training one model (one candidate loss with one seed).
+
+    Attributes:
+        candidate: Index of the candidate in the list passed to :func:`train`.
+        seed: The training seed.
+        status: ``"ok"`` or ``"diverged"`` (loss or gradients became NaN/inf, or the candidate
+            could not be evaluated at all — see ``reason``).
+        metrics: ``{split: {metric: value}}`` for the requested splits (empty if diverged).
+        score: The task's score metric on the first requested split (higher is better);
+            ``None`` if diverged.
+        diverged_at: Step at which the model diverged (``None`` if it did not).
+        seconds: Wall time of the pass divided by the number of models in it.
+        steps: Optimiser steps actually taken (fewer after divergence or early stopping).
+        reason: Why the model diverged (empty when ok).
+    """
+
+    candidate: int
+    seed: int
+    status: str
+    metrics: dict[str, dict[str, float]]
+    score: float | None
+    diverged_at: int | None
+    seconds: float
+    steps: int = 0
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether training finished with finite losses and gradients."""
+        return self.status == "ok"
+
+
+@dataclass
+class _Outcome:
+    status: str = "ok"
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    score: float | None = None
+    diverged_at: int | None = None
+    steps: int = 0
+    reason: str = ""
+
+
+class _Data:
+    """The seeds' training data concatenated, with per-step minibatch gathering."""
+
+    def __init__(self, task: TaskConfig, seeds: Sequence[int], data_seed: int | None) -> None:
+        self.seeds = list(seeds)
+        self.shared = data_seed is not None or len(set(self.seeds)) == 1
+        data_seeds = [data_seed] * len(seeds) if data_seed is not None else self.seeds
+        self.datas: list[TaskData] = [load_task(task, s) for s in data_seeds]
+        first = self.datas[0]
+        self.kind: TaskKind = first.kind
+        self.num_classes = first.num_classes
+        self.num_features = first.num_features
+        self.num_outputs = first.num_outputs
+        trains = [first.train] if self.shared else [d.train for d in self.datas]
+        self.x = trains[0].x if len(trains) == 1 else torch.cat([t.x for t in trains])
+        self.y = trains[0].y if len(trains) == 1 else torch.cat([t.y for t in trains])
+        sizes = [len(t) for t in trains]
+        self.offsets = [0] * len(seeds)
+        if not self.shared:
+            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            self.offsets = starts
+        self.sizes = [sizes[0]] * len(seeds) if self.shared else sizes
+        self.batch = min(task.training.batch_size, min(self.sizes))
+
+    def schedule(self, steps: int) -> Tensor:
+        """Row indices ``[steps, S, b]`` into :attr:`x` / :attr:`y`."""
+        per_seed = [
+            batch_schedule(n, self.batch, steps, s) + off
+            for n, s, off in zip(self.sizes, self.seeds, self.offsets, strict=True)
+        ]
+        return torch.stack(per_seed, dim=1)
+
+
+def _check_args(
+    task: TaskConfig, steps: int, seeds: Sequence[int], splits: Sequence[str]
+) -> None:
+    if not isinstance(task, TaskConfig):
+        raise ConfigError(
+            f"expected a TaskConfig (build one with TaskConfig.from_dict), got "
+            f"{type(task).__name__}",
+            field="task",
+        )
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"steps must be a non-negative integer, got {steps!r}", field="steps")
+    if isinstance(seeds, (str, bytes)) or len(seeds) == 0:
+        raise ConfigError("give at least one seed", field="seeds")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ConfigError(f"seeds must be non-negative integers, got {s!r}", field="seeds")
+    if isinstance(splits, str) or not splits:
+        raise ConfigError("give a non-empty list of splits, e.g. ('val',)", field="splits")
+    for s in splits:
+        if s not in SPLITS:
+            raise ConfigError(f"unknown split {s!r}; use train, val or test", field="splits")
+
+
+class _Run:
+    """One population trained in this process."""
+
+    def __init__(
+        self,
+        exprs: Sequence[Expr],
+        task: TaskConfig,
+        seeds: Sequence[int],
+        data_seed: int | None,
+    ) -> None:
+        self.task = task
+        self.data = _Data(task, seeds, data_seed)
+        self.n_seeds = len(seeds)
+        self.n_cands = len(exprs)
+        self.n = self.n_cands * self.n_seeds
+        self.loss = PopulationLoss(exprs, self.n_seeds, self.data.kind, self.data.num_classes)
+        inits = [
+            build_model(task.model, self.data.num_features, self.data.num_outputs,
+                        seed=init_seed(s))
+            for s in seeds
+        ]
+        self.model = StackedModel(
+            task.model, self.data.num_features, self.data.num_outputs, inits,
+            [m % self.n_seeds for m in range(self.n)],
+        )
+        self.optimizer = make_optimizer(self.model.params, task.training)
+        self.alive = torch.ones(self.n, dtype=torch.bool)
+        self.diverged_at: list[int | None] = [None] * self.n
+        self.stopped_at: list[int | None] = [None] * self.n
+        self.frozen: list[Tensor] = []
+        self.dead_idx = torch.empty(0, dtype=torch.long)
+
+    # ------------------------------------------------------------------ inputs per model
+    def _per_model(self, t: Tensor) -> Tensor:
+        """``[S, ...]`` per-seed tensor -> ``[N, ...]`` (model ``m`` has seed ``m % S``)."""
+        if self.n_seeds == 1:
+            return t.expand(self.n, *t.shape[1:])
+        return t.repeat(self.n_cands, *([1] * (t.dim() - 1)))
+
+    def _freeze(self, rows: Tensor, step: int, diverged: bool) -> None:
+        """Stop training the models in ``rows`` (bool ``[N]``), keeping their parameters."""
+        idx = rows.nonzero().flatten()
+        if not self.frozen:
+            self.frozen = [p.detach().clone() for p in self.model.params]
+        with torch.no_grad():
+            for keep, p in zip(self.frozen, self.model.params, strict=True):
+                keep[idx] = p[idx]
+        for i in idx.tolist():
+            if diverged:
+                self.diverged_at[i] = step
+            else:
+                self.stopped_at[i] = step
+        self.alive[idx] = False
+        self.dead_idx = (~self.alive).nonzero().flatten()
+
+    def _check(self, values: Tensor, step: int) -> None:
+        """Freeze (as diverged) the live models whose entry of ``values`` is not finite."""
+        bad = ~torch.isfinite(values)
+        if bool(bad.any()):
+            new = bad & self.alive
+            if bool(new.any()):
+                self._freeze(new, step, diverged=True)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, steps: int) -> None:
+        """Train every model for ``steps`` optimiser steps (fewer if it diverges / stops)."""
+        cfg = self.task.training
+        schedule = self.data.schedule(steps)
+        model, n = self.model, self.n
+        x_all, y_all = self.data.x, self.data.y
+        early = cfg.patience is not None
+        if early:
+            self.best = torch.full((n,), -math.inf, dtype=torch.float64)
+            self.best_params = [p.detach().clone() for p in model.params]
+            self.waits = torch.zeros(n, dtype=torch.long)
+        self.dead_idx = torch.empty(0, dtype=torch.long)
+        for t in range(steps):
+            idx = schedule[t]
+            z = model.train_forward(self._per_model(x_all[idx]))
+            ev = self.loss(z, self._per_model(y_all[idx]))
+            dz = ev.grad
+            # NaN/inf anywhere in a model's loss or dL/dZ makes this sum non-finite.
+            self._check(ev.loss + dz.reshape(n, -1).sum(1), t)
+            if self.dead_idx.numel():
+                dz = dz.index_fill(0, self.dead_idx, 0.0)
+            grads = model.train_backward(dz)
+            # Parameter gradients are not checked separately: with finite dL/dZ and finite
+            # parameters they can only overflow, and then the model's next loss is non-finite.
+            with torch.no_grad():
+                if self.dead_idx.numel():
+                    for g in grads:
+                        g.index_fill_(0, self.dead_idx, 0.0)
+                self.optimizer.step(model.params, grads)
+                if self.dead_idx.numel():
+                    for keep, p in zip(self.frozen, model.params, strict=True):
+                        p.index_copy_(0, self.dead_idx, keep[self.dead_idx])
+            if early and ((t + 1) % cfg.eval_every == 0 or t + 1 == steps):
+                self._early_stop_check(t + 1)
+            if not bool(self.alive.any()):
+                break
+        if early:
+            with torch.no_grad():
+                ok = torch.isfinite(self.best)
+                for best, p in zip(self.best_params, model.params, strict=True):
+                    p[ok] = best[ok]
+
+    def _early_stop_check(self, step: int) -> None:
+        cfg = self.task.training
+        scores = self.scores("val")
+        improved = (scores > self.best) & self.alive
+        self.best = torch.where(improved, scores, self.best)
+        with torch.no_grad():
+            for best, p in zip(self.best_params, self.model.params, strict=True):
+                best[improved] = p[improved]
+        self.waits = torch.where(improved, 0, self.waits + 1)
+        assert cfg.patience is not None
+        stop = (self.waits >= cfg.patience) & self.alive
+        if bool(stop.any()):
+            self._freeze(stop, step, diverged=False)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def _outputs(self, x: Tensor) -> Tensor:
+        """Outputs of every model on per-model inputs ``x`` ``[N, n, F]`` (chunked)."""
+        width = max([self.data.num_features, *self.task.model.hidden, *self.task.model.channels])
+        if self.task.model.kind == "cnn1d":
+            width *= self.data.num_features
+        chunk = max(1, _EVAL_CHUNK_ELEMENTS // (self.n * width))
+        outs = [self.model.forward(x[:, i:i + chunk]) for i in range(0, x.shape[1], chunk)]
+        return torch.cat(outs, 1)
+
+    def metrics(self, split: str) -> dict[str, Tensor]:
+        """Metric name -> ``[N]`` values on ``split`` (each model on its own seed's data)."""
+        data = self.data
+        parts = [d.split(split) for d in data.datas]
+        if data.shared:
+            xs, ys = parts[0].x.unsqueeze(0), parts[0].y.unsqueeze(0)
+            outs = self._outputs(self._per_model(xs))
+            y = ys[0]
+        elif len({len(p) for p in parts}) == 1:
+            xs = torch.stack([p.x for p in parts])
+            ys = torch.stack([p.y for p in parts])
+            outs = self._outputs(self._per_model(xs))
+            y = self._per_model(ys)
+        else:  # per-seed training sets of different sizes: evaluate seed by seed
+            per: dict[str, Tensor] = {}
+            for s, p in enumerate(parts):
+                out = self._outputs(p.x.unsqueeze(0).expand(self.n, *p.x.shape))
+                m = self._metric_values(out, p.y)
+                for k, v in m.items():
+                    per.setdefault(k, torch.empty(self.n, dtype=torch.float64))
+                    per[k][s::self.n_seeds] = v[s::self.n_seeds]
+            return per
+        return self._metric_values(outs, y)
+
+    def _metric_values(self, out: Tensor, y: Tensor) -> dict[str, Tensor]:
+        if self.data.num_classes is not None:
+            return classification_metrics(out, y, self.data.num_classes)
+        std = torch.tensor([d.target_std for d in self.data.datas], dtype=torch.float64)
+        return regression_metrics(out, y, self._per_model(std.unsqueeze(1)).squeeze(1))
+
+    def scores(self, split: str) -> Tensor:
+        """The task's score metric (higher is better) of every model on ``split``."""
+        metric = self.task.score_metric
+        values = self.metrics(split)[metric.removeprefix("neg_")]
+        return -values if metric.startswith("neg_") else values
+
+
+def run_population(
+    exprs: Sequence[Expr],
+    task: TaskConfig,
+    steps: int,
+    seeds: Sequence[int],
+    splits: Sequence[str],
+    data_seed: int | None,
+) -> tuple[list[_Outcome], float]:
+    """Train ``len(exprs) × len(seeds)`` models in this process.
+
+    Returns:
+        Outcomes in candidate-major order and the wall time in seconds.
+    """
+    start = time.perf_counter()
+    run = _Run(exprs, task, seeds, data_seed)
+    run.fit(steps)
+    per_split = {s: run.metrics(s) for s in splits}
+    metric = task.score_metric
+    outcomes = [_Outcome() for _ in range(run.n)]
+    broken = {
+        run.loss.order[m // run.n_seeds]
+        for k in run.loss.broken
+        for m in range(run.loss.programs[k][0], run.loss.programs[k][0] + run.loss.programs[k][1].size)
+    }
+    for m in range(run.n):
+        pos, s = divmod(m, run.n_seeds)
+        cand = run.loss.order[pos]
+        out = outcomes[cand * run.n_seeds + s]
+        d_at = run.diverged_at[m]
+        stop_at = run.stopped_at[m]
+        if d_at is not None:
+            out.status = "diverged"
+            out.diverged_at = d_at
+            out.steps = d_at
+            out.reason = (
+                "evaluating the loss raised an error" if cand in broken
+                else f"non-finite loss or gradient at step {d_at}"
+            )
+            continue
+        out.steps = stop_at if stop_at is not None else steps
+        out.metrics = {s_: {k: float(v[m]) for k, v in per_split[s_].items()} for s_ in splits}
+        value = score_of(out.metrics[splits[0]], metric)
+        if not math.isfinite(value):
+            out.status, out.reason, out.diverged_at = "diverged", "non-finite score", steps
+            out.metrics = {}
+            continue
+        out.score = value
+    return outcomes, time.perf_counter() - start
+
+
+def _validate_candidate(expr: object, kind: TaskKind) -> str:
+    """Empty string if ``expr`` can be trained for ``kind``, else the reason it cannot."""
+    from loss_rl.expr import compile_loss
+
+    if not isinstance(expr, Expr):
+        return f"not a loss expression: {type(expr).__name__}"
+    try:
+        compile_loss(expr, kind)
+    except Exception as exc:  # LossSpecError and anything unexpected alike
+        return f"invalid loss: {exc}"
+    return ""
+
+
+def _chunks(
+    exprs: Sequence[Expr], n_seeds: int, workers: int
+) -> list[list[int]]:
+    """Split candidate indices into ``workers`` contiguous runs of similar cost.
+
+    Candidates are sorted by tree structure so each structure group stays (mostly) in one
+    worker; a run's cost is its models plus ~2 models' worth per structure group it evaluates.
+    """
+    from loss_rl.training._ploss import structure
+
+    keys = [structure(e) for e in exprs]
+    order = sorted(range(len(exprs)), key=lambda i: keys[i])
+    costs = []
+    for pos, i in enumerate(order):
+        new_group = pos == 0 or keys[order[pos - 1]] != keys[i]
+        costs.append(n_seeds + (2 if new_group else 0))
+    total = sum(costs)
+    out: list[list[int]] = [[] for _ in range(workers)]
+    acc = 0.0
+    for pos, i in enumerate(order):
+        w = min(workers - 1, int(acc / total * workers)) if total else 0
+        out[w].append(i)
+        acc += costs[pos]
+    return [c for c in out if c]
+
+
+def train(
+    candidates: Sequence[Expr],
+    task: TaskConfig,
+    steps: int,
+    seeds: Sequence[int],
+    *,
+    splits: Sequence[str] = ("val",),
+    data_seed: int | None = None,
+    workers: int | None = None,
+) -> list[TrainResult]:
+    """Train one model per (candidate loss, seed) in one batched pass.
+
+    Args:
+        candidates: Loss expressions of the task's kind. Different expressions train together;
+            include ``known_loss("ce")`` to train a CE reference in the same pass.
+        task: The task (dataset, corruption, split, model, optimiser, score metric).
+        steps: Optimiser steps (the fidelity; ``task.training.steps`` for search,
+            ``task.training.full_steps`` for verification).
+        seeds: Paired seeds. A result's seed sets its model initialisation, its minibatch order
+            and (unless ``data_seed`` is given) its data split and noise realisation; all
+            candidates with the same seed share them.
+        splits: Splits to compute metrics on; ``score`` uses the first. Keep ``test`` for
+            reports only.
+        data_seed: One data seed for every model (split and noise fixed, only init and
+            minibatch order vary with ``seed``).
+        workers: Worker processes to split the population over (``None``: ``$LOSS_RL_WORKERS``
+            or one per core; ``0``/``1``: train in this process with its torch thread setting).
+
+    Returns:
+        One :class:`TrainResult` per (candidate, seed), candidate-major:
+        ``results[c * len(seeds) + s]``.
+
+    Raises:
+        ConfigError: for a bad task, steps, seeds or splits. A bad *candidate* never raises: its
+            results are ``diverged`` with a ``reason``.
+    """
+    from loss_rl.training import _workers
+
+    _check_args(task, steps, seeds, splits)
+    if data_seed is not None:
+        _check_args(task, steps, [data_seed], splits)
+    seeds, splits = list(seeds), list(splits)
+    # Load (and validate) the data here so a bad task raises in the caller's process.
+    for s in [data_seed] if data_seed is not None else seeds:
+        load_task(task, s)
+    n_seeds = len(seeds)
+    reasons = [_validate_candidate(e, task.kind) for e in candidates]
+    valid = [i for i, r in enumerate(reasons) if not r]
+    outcomes: dict[int, list[_Outcome]] = {}
+    seconds: dict[int, float] = {}
+    if valid:
+        n_workers = _workers.default_workers() if workers is None else max(0, workers)
+        n_models = len(valid) * n_seeds
+        n_workers = min(n_workers, len(valid))
+        exprs = [candidates[i] for i in valid]
+        if n_workers > 1 and n_models >= 4:
+            chunks = _chunks(exprs, n_seeds, n_workers)
+            payloads = [
+                ([exprs[j] for j in chunk], task, steps, seeds, splits, data_seed)
+                for chunk in chunks
+            ]
+            results = _workers.run_chunks(payloads)
+            for chunk, (outs, secs) in zip(chunks, results, strict=True):
+                for k, j in enumerate(chunk):
+                    outcomes[valid[j]] = outs[k * n_seeds:(k + 1) * n_seeds]
+                    seconds[valid[j]] = secs / (len(chunk) * n_seeds)
+        else:
+            outs, secs = run_population(exprs, task, steps, seeds, splits, data_seed)
+            for k, i in enumerate(valid):
+                outcomes[i] = outs[k * n_seeds:(k + 1) * n_seeds]
+                seconds[i] = secs / n_models
+    results_out: list[TrainResult] = []
+    for c in range(len(candidates)):
+        for s_pos, seed in enumerate(seeds):
+            if reasons[c]:
+                results_out.append(TrainResult(
+                    candidate=c, seed=seed, status="diverged", metrics={}, score=None,
+                    diverged_at=0, seconds=0.0, steps=0, reason=reasons[c],
+                ))
+                continue
+            o = outcomes[c][s_pos]
+            results_out.append(TrainResult(
+                candidate=c, seed=seed, status=o.status, metrics=o.metrics, score=o.score,
+                diverged_at=o.diverged_at, seconds=seconds[c], steps=o.steps, reason=o.reason,
+            ))
+    return results_out

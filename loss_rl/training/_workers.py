@@ -1,0 +1,120 @@
+"""Worker processes that split a population across CPU cores.
+
+Why processes of one thread each, not one process with several intra-op threads: the trainer's
+step is hundreds of small tensor ops (tiny per-candidate loss trees, ``[N, 128, 64]`` matmuls).
+Intra-op threading cannot split the Python/dispatch overhead that dominates such ops, and when
+another job holds a core, threads that spin-wait on each other collapse throughput (measured:
+several times slower). Two processes of one thread each run two independent halves of the
+population, scale with cores, and degrade gracefully to one core's speed when shared.
+
+The pool is created on first use (``spawn`` start method by default — safe with any parent state
+and any threading library; ``LOSS_RL_MP_START`` may choose ``fork`` or ``forkserver``), kept for
+the life of the process and shut down at exit. A script that calls :func:`loss_rl.training.train`
+with workers must guard its entry point with ``if __name__ == "__main__":`` (as for any
+``multiprocessing`` code on spawn platforms).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable with the default number of worker processes (0 = train in-process).
+WORKERS_ENV = "LOSS_RL_WORKERS"
+#: Environment variable with the multiprocessing start method of the pool.
+START_ENV = "LOSS_RL_MP_START"
+
+_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+_pool_size = 0
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """``$LOSS_RL_WORKERS`` if set, else one worker per available core (at most 2 on 2 cores)."""
+    env = os.environ.get(WORKERS_ENV)
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            logger.warning("ignoring %s=%r (not an integer)", WORKERS_ENV, env)
+    return available_cores()
+
+
+def _init_worker() -> None:
+    import torch
+
+    # One thread per worker: no oversubscription, no spin-waiting on a busy core.
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set (fork start method)
+        pass
+
+
+def _run_chunk(payload: tuple[Any, ...]) -> Any:
+    from loss_rl.training._trainer import run_population
+
+    return run_population(*payload)
+
+
+def get_pool(size: int) -> ProcessPoolExecutor:
+    """The shared pool with ``size`` workers (recreated if the size changes)."""
+    global _pool, _pool_size
+    with _lock:
+        if _pool is not None and _pool_size != size:
+            _pool.shutdown(wait=True)
+            _pool = None
+        if _pool is None:
+            method = os.environ.get(START_ENV, "spawn")
+            ctx = multiprocessing.get_context(method)
+            _pool = ProcessPoolExecutor(max_workers=size, mp_context=ctx, initializer=_init_worker)
+            _pool_size = size
+        return _pool
+
+
+def shutdown_workers() -> None:
+    """Stop the worker processes (they restart on the next call that needs them)."""
+    global _pool, _pool_size
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True, cancel_futures=True)
+        _pool = None
+        _pool_size = 0
+
+
+atexit.register(shutdown_workers)
+
+
+def run_chunks(payloads: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Run ``run_population(*payload)`` for each payload, one per worker process.
+
+    Falls back to running in this process if the pool breaks (e.g. a worker was killed).
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
+    from loss_rl.training._trainer import run_population
+
+    try:
+        pool = get_pool(len(payloads))
+        futures: list[Future[Any]] = [pool.submit(_run_chunk, p) for p in payloads]
+        return [f.result() for f in futures]
+    except BrokenProcessPool:
+        logger.warning("worker pool broke; training this batch in-process")
+        shutdown_workers()
+        return [run_population(*p) for p in payloads]

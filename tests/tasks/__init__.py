@@ -1,0 +1,1 @@
+"""Tests of loss_rl.tasks."""

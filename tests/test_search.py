@@ -1,0 +1,171 @@
+"""End-to-end searches on the tiny preset: run folder, budget, verification, export, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import loss_rl
+from loss_rl.errors import ConfigError, RunError
+from loss_rl.search import Search, list_runs, load_env_preset
+from loss_rl.store import LEDGER, Ledger, load_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _trained_per_key(run_dir: Path) -> dict[str, int]:
+    with sqlite3.connect(run_dir / LEDGER) as db:
+        rows = db.execute(
+            "SELECT key, COUNT(*) FROM evaluations WHERE source='trained' GROUP BY key"
+        ).fetchall()
+    return dict(rows)
+
+
+def test_default_search_on_tiny_writes_a_complete_run_folder(tmp_path: Path) -> None:
+    run = loss_rl.search(env="tiny", agent="maskable_ppo", budget=16, out=tmp_path, name="r")
+    p = run.path
+    for f in ("config.yaml", "command.txt", "ledger.sqlite", "agent.zip", "summary.json",
+              "best/loss.json", "best/loss.py", "best/loss.pt"):  # fmt: skip
+        assert (p / f).is_file(), f
+    s = run.summary
+    assert s is not None and s["status"] == "finished"
+    ev = s["evaluations"]
+    # The budget counts inner trainings; the last batch may overshoot by < one batch.
+    assert 16 <= ev["trained"] < 16 + 4 + 1
+    assert ev["proposed"] == ev["trained"] + ev["cached"] + ev["rejected"]
+    assert 0.0 <= s["resolved_without_training"] <= 1.0
+    ver = s["verification"]
+    names = {row["loss"] for row in ver["table"]}
+    assert {"ce", "gce"} <= names and any(n.startswith("found_") for n in names)
+    assert all(row["n"] + row["diverged"] == 2 for row in ver["table"])
+    # Every trained key was trained exactly once.
+    assert max(_trained_per_key(p).values()) == 1
+    # The exported best loss loads back and matches the summary.
+    crit = loss_rl.load_loss(p / "best" / "loss.json")
+    spec = json.loads((p / "best" / "loss.json").read_text())
+    assert spec["expression"] == s["best"]["expression"]
+    import torch
+
+    out = crit(torch.randn(5, 3), torch.tensor([0, 1, 2, 1, 0]))
+    assert out.shape == () and torch.isfinite(out)
+    assert list_runs(tmp_path)[0].path == p
+    assert not run.ledger.empty and run.best is not None
+
+
+@pytest.mark.parametrize("algo", ["dqn", "ppo", "maskable_ppo"])
+def test_every_agent_runs_a_search(tmp_path: Path, algo: str) -> None:
+    s = Search.create("tiny", algo, budget=8, out=tmp_path, name=algo)
+    run = s.run(verify_top=False)
+    assert run.summary is not None
+    assert run.summary["evaluations"]["trained"] >= 8
+    assert (run.path / "agent.zip").is_file()
+    if algo == "dqn":
+        assert (run.path / "replay_buffer.pkl").is_file()
+
+
+def test_resume_of_a_finished_run_trains_nothing_new(tmp_path: Path) -> None:
+    run = loss_rl.search(env="tiny", agent="ppo", budget=8, out=tmp_path, name="r")
+    before = run.summary["evaluations"]["trained"]  # type: ignore[index]
+    again = loss_rl.resume(run.path)
+    assert again.summary["evaluations"]["trained"] == before  # type: ignore[index]
+    assert len((run.path / "command.txt").read_text().splitlines()) == 2
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "loss_rl.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def _wait_for_trained(run_dir: Path, n: int, proc: subprocess.Popen[str], timeout: float) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if (run_dir / LEDGER).is_file():
+            try:
+                led = Ledger(run_dir / LEDGER)
+                done = led.counts()["trained"]
+                led.close()
+            except sqlite3.Error:
+                done = 0
+            if done >= n:
+                return
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"search ended early ({proc.returncode}):\n{out}")
+        time.sleep(0.2)
+    pytest.fail("search did not reach the wanted number of trainings in time")
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_resume_never_retrains_a_finished_evaluation(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    proc = _cli("search", "--env", "tiny", "--agent", "maskable_ppo", "--budget", "60",
+                "--out", str(tmp_path), "--name", "r", cwd=tmp_path)  # fmt: skip
+    _wait_for_trained(run_dir, 12, proc, timeout=120)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _trained_per_key(run_dir)
+    assert killed_at and max(killed_at.values()) == 1
+    res = _cli("resume", str(run_dir), cwd=tmp_path)
+    out, _ = res.communicate(timeout=300)
+    assert res.returncode == 0, out
+    per_key = _trained_per_key(run_dir)
+    assert max(per_key.values()) == 1  # nothing finished before the kill was trained again
+    assert set(killed_at) <= set(per_key)
+    assert sum(per_key.values()) >= 60
+    assert load_run(run_dir).summary["status"] == "finished"  # type: ignore[index]
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_resume_finishes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    proc = _cli("search", "--env", "tiny", "--agent", "ppo", "--budget", "80",
+                "--out", str(tmp_path), "--name", "r", cwd=tmp_path)  # fmt: skip
+    _wait_for_trained(run_dir, 8, proc, timeout=120)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "resume" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert (run_dir / "agent.zip").is_file()
+    res = _cli("resume", str(run_dir), cwd=tmp_path)
+    out, _ = res.communicate(timeout=300)
+    assert res.returncode == 0, out
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="budget"):
+        Search.create("tiny", "ppo", budget=0, out=tmp_path)
+    with pytest.raises(ConfigError, match="unknown env preset 'nope'"):
+        Search.create("nope", "ppo", out=tmp_path)
+    with pytest.raises(ConfigError, match="unknown agent preset"):
+        Search.create("tiny", "nope", out=tmp_path)
+    with pytest.raises(RunError, match="not a run folder"):
+        loss_rl.resume(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: {dataset: {name: digits}}\nspace: {space: symbolc}\n")
+    with pytest.raises(ConfigError) as info:
+        load_env_preset(bad)
+    assert info.value.field == "env.space.space"
+    bad.write_text("task: {dataset: {name: digits}}\nbudgt: 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'budgt'"):
+        load_env_preset(bad)
+
+
+def test_ledger_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / LEDGER)
+    led._db.execute("UPDATE meta SET value='99' WHERE name='schema_version'")
+    led._db.commit()
+    led.close()
+    with pytest.raises(RunError, match="newer"):
+        Ledger(tmp_path / LEDGER)
