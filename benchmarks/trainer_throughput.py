@@ -21,6 +21,7 @@ Run ``python benchmarks/trainer_throughput.py --help`` for smaller runs.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -66,7 +67,7 @@ def flops_per_eval(task: TaskConfig, steps: int) -> float:
     """Matmul FLOPs of one evaluation (forward, weight and input gradients) of an MLP task."""
     data = load_task(task, 0)
     widths = [data.num_features, *task.model.hidden, data.num_outputs]
-    macs = [a * b for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    macs = [a * b for a, b in itertools.pairwise(widths)]
     batch = min(task.training.batch_size, len(data.train))
     per_step = 2 * batch * (2 * sum(macs) + sum(macs[1:]))
     return per_step * steps
@@ -127,8 +128,8 @@ def main() -> None:
           f"(passes: {', '.join(f'{r:.1f}' for r in rates)})")
     ratio = batched / plain[plain_threads]
     gflop = flops_per_eval(task, args.steps) / 1e9
-    print(f"ratio b/a: {ratio:.1f}x; {gflop:.2f} GFLOP/evaluation; "
-          f"plain {plain[plain_threads] * gflop:.1f} GFLOP/s, batched {batched * gflop:.1f} GFLOP/s")
+    print(f"ratio b/a: {ratio:.1f}x; {gflop:.2f} GFLOP/evaluation; plain "
+          f"{plain[plain_threads] * gflop:.1f} GFLOP/s, batched {batched * gflop:.1f} GFLOP/s")
     print(json.dumps({
         "plain_evals_per_s": round(plain[plain_threads], 3),
         "plain_threads": plain_threads,

@@ -226,6 +226,219 @@ def export_command(
     Console().print(f"Wrote {path} ({format.value}: {hint})")
 
 
+def _command_line() -> str:
+    import shlex
+    import sys
+
+    return shlex.join(["loss-rl", *sys.argv[1:]])
+
+
+def _run_with_progress(search: Any, console: Console) -> Any:
+    """Run a search with a rich progress bar; Ctrl-C saves and exits with code 130."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]search"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("trainings"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("search", total=search.budget, info="")
+
+        def report(p: Any) -> None:
+            best = "—" if p.best_score is None else f"{p.best_score:.4f}"
+            info = (f"best {best} · {p.evals_per_second:.1f} trainings/s · "
+                    f"{100 * p.resolved_without_training:.0f}% free")  # fmt: skip
+            bar.update(task, completed=min(p.trained, search.budget), info=info)
+
+        try:
+            return search.run(progress=report)
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print(
+                f"[yellow]Interrupted: the agent and every finished evaluation are saved.[/]\n"
+                f"Continue with: loss-rl resume {search.path}"
+            )
+            raise typer.Exit(130) from None
+
+
+def _print_summary(run: Any, console: Console) -> None:
+    s = run.summary or {}
+    ev = s.get("evaluations", {})
+    console.print(
+        f"\n[bold]Run[/] {run.path}  ·  {s.get('env')} / {s.get('agent')}  ·  "
+        f"{ev.get('trained', 0)} trainings of {s.get('budget')}  ·  "
+        f"{s.get('wall_seconds', 0):.0f} s ({s.get('evals_per_second', 0):.1f} trainings/s)  ·  "
+        f"{100 * s.get('resolved_without_training', 0):.0f}% of {ev.get('proposed', 0)} "
+        "proposals resolved without training"
+    )
+    best = s.get("best")
+    if best:
+        console.print(f"[bold]Best loss[/] {best['expression']}  (val {best['val_score']:.4f})")
+    ver = s.get("verification")
+    if ver:
+        console.print(_verification_table(ver["table"], ver.get("metric", "score"),
+                                          f"verification: {ver.get('steps')} steps, "
+                                          f"{len(ver.get('seeds', []))} fresh seeds, test split"))
+    console.print(
+        f"\nInspect:  loss-rl runs {run.path.parent}\n"
+        f"Export:   loss-rl export {run.path} --format py --out discovered_loss.py"
+    )
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    import math
+
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{v:+.{digits}f}" if digits < 0 else f"{v:.{digits}f}"
+
+
+def _verification_table(rows: list[dict[str, Any]], metric: str, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("loss", "expression", f"test {metric}", "95% CI", "Δ vs CE", "p", "Δ vs best ref",
+                "p", "n"):  # fmt: skip
+        table.add_column(col, overflow="fold" if col == "expression" else "ellipsis")
+    for r in rows:
+        expr = r["expression"] if len(r["expression"]) <= 60 else r["expression"][:57] + "..."
+        style = "bold green" if not r.get("reference") else None
+        table.add_row(
+            r["loss"], expr, _fmt(r["mean"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
+            _fmt(r["diff_vs_ce"]), _fmt(r["p_vs_ce"], 3), _fmt(r["diff_vs_best_ref"]),
+            _fmt(r["p_vs_best_ref"], 3), f"{r['n']}" + (f" ({r['diverged']} div.)"
+                                                        if r.get("diverged") else ""),
+            style=style,
+        )  # fmt: skip
+    return table
+
+
+def _markdown(df: Any) -> str:
+    def cell(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(False)]
+    return "\n".join(lines)
+
+
+@app.command()
+def search(
+    env: Annotated[str, typer.Option(help="Env preset name (envs/*.yaml) or a YAML path.")] = (
+        "digits_noisy"
+    ),
+    agent: Annotated[
+        str,
+        typer.Option(help="dqn | ppo | maskable_ppo | random | evolution | optuna, or YAML."),
+    ] = "maskable_ppo",
+    budget: Annotated[
+        int | None, typer.Option(help="Inner trainings to spend (default: the env preset's).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the agent and environments.")] = 0,
+    out: Annotated[Path, typer.Option(help="Parent folder of the run folder.")] = Path("results"),
+    name: Annotated[str | None, typer.Option(help="Run folder name.")] = None,
+) -> None:
+    """Search for a loss: the agent edits losses, each scored by a short inner training."""
+    from loss_rl.search import Search
+
+    console = Console()
+    s = Search.create(env, agent, budget=budget, seed=seed, out=out, name=name,
+                      command=_command_line())  # fmt: skip
+    console.print(f"Run folder: {s.path}  (env {s.env_preset.name}, agent {s.agent_config.algo}, "
+                  f"budget {s.budget} trainings)")  # fmt: skip
+    _print_summary(_run_with_progress(s, console), console)
+
+
+@app.command()
+def resume(
+    run: Annotated[Path, typer.Argument(help="The run folder to continue.")],
+) -> None:
+    """Continue an interrupted run to its budget (finished evaluations are never re-trained)."""
+    from loss_rl.search import Search
+
+    console = Console()
+    s = Search.open(run)
+    s.log_command(_command_line())
+    console.print(f"Resuming {s.path} (budget {s.budget} trainings)")
+    _print_summary(_run_with_progress(s, console), console)
+
+
+@app.command()
+def runs(
+    root: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("results"),
+) -> None:
+    """List runs with their status, budget and best loss."""
+    from loss_rl.search import list_runs
+
+    found = list_runs(root)
+    console = Console()
+    if not found:
+        console.print(f"No runs under {root}.")
+        return
+    table = Table(title=f"runs in {root}", title_justify="left")
+    for col in ("run", "env", "agent", "status", "trainings", "best loss", "val", "test"):
+        table.add_column(col, overflow="fold" if col == "best loss" else "ellipsis")
+    for r in found:
+        s = r.summary or {}
+        best = r.best or {}
+        test = None
+        ver = s.get("verification") or {}
+        for row in ver.get("table", []):
+            if row["loss"] == ver.get("winner"):
+                test = row["mean"]
+        counts = r.counts
+        table.add_row(
+            r.path.name, str(r.config.get("env_name")), str(r.config.get("agent", {}).get("algo")),
+            s.get("status", "running or killed"), f"{counts['trained']}/{r.config.get('budget')}",
+            str(best.get("expression", "—")), _fmt(best.get("val_score")), _fmt(test),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command(context_settings=_EXPRESSION_ARGS)
+def evaluate(
+    losses: Annotated[
+        list[str],
+        typer.Argument(help="Losses: expressions, known loss names, JSON specs or run folders."),
+    ],
+    env: Annotated[str, typer.Option(help="Env preset name or YAML path (its task).")] = (
+        "digits_noisy"
+    ),
+    seeds: Annotated[int, typer.Option(help="Fresh paired seeds (>= 2).")] = 10,
+    steps: Annotated[
+        int | None, typer.Option(help="Training steps (default: the task's full_steps).")
+    ] = None,
+    csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV.")] = None,
+    markdown: Annotated[bool, typer.Option(help="Print a Markdown table instead.")] = False,
+) -> None:
+    """Verify losses against CE and the known losses on the test split, with 95 % CIs."""
+    from loss_rl.search import load_env_preset
+    from loss_rl.verify import verify
+
+    preset = load_env_preset(env)
+    named = {}
+    for src in losses:
+        loss = _resolve(src)
+        label = str(loss.metadata.get("name") or (Path(src).name if Path(src).exists() else src))
+        named[label] = loss.expr
+    table = verify(named, preset.task, seeds=seeds, steps=steps,
+                   references=preset.verification.references,
+                   data_seed=preset.evaluation.data_seed)  # fmt: skip
+    if csv is not None:
+        table.to_csv(csv, index=False)
+    console = Console()
+    if markdown:
+        # Plain print: rich would restyle the pipes and dashes.
+        print(_markdown(table.drop(columns=["reference"])))
+    else:
+        rows = table.to_dict(orient="records")
+        title = (f"{preset.name}: {table.attrs['steps']} steps, {len(table.attrs['seeds'])} "
+                 f"fresh seeds, test {table.attrs['metric']}")  # fmt: skip
+        console.print(_verification_table(rows, table.attrs["metric"], title))
+
+
 def _plot(fn: Any, kind: TaskKind, label: str, title: str, path: Path) -> None:
     """Save the loss and its gradient along a 1-D sweep (see ``show --plot``)."""
     import torch

@@ -281,7 +281,9 @@ def load_loss(path: str | Path) -> torch.nn.Module:
 
     Args:
         path: A JSON spec (read as data and compiled by the library into an
-            :class:`~loss_rl.expr.ExprLoss`) or a TorchScript file (``torch.jit.load``).
+            :class:`~loss_rl.expr.ExprLoss`), a neural-loss JSON spec (``"schema":
+            "loss_rl.neural_loss"``, weights as data, rebuilt by
+            :func:`loss_rl.meta.load_neural_loss`) or a TorchScript file (``torch.jit.load``).
 
     Raises:
         LossSpecError: if the file is missing, is Python source (never executed: import it
@@ -303,7 +305,23 @@ def load_loss(path: str | Path) -> torch.nn.Module:
             raise LossSpecError(
                 f"{path} is not a TorchScript module saved by torch.jit.save ({err})", field="path"
             ) from None
+    if _is_neural_spec(path):
+        from loss_rl.meta import load_neural_loss
+
+        return load_neural_loss(path)
     return read_spec(path).module()
+
+
+def _is_neural_spec(path: Path) -> bool:
+    """Whether ``path`` is a JSON neural-loss spec (``loss_rl.meta``), judged by its schema."""
+    # Weights make neural specs larger than expression specs; still bounded, still data only.
+    if path.stat().st_size > 64 * _MAX_SPEC_BYTES:
+        return False
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("schema") == "loss_rl.neural_loss"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,6 +79,32 @@ def _den(x: float) -> float:
     return math.copysign(max(abs(x), EPS), -1.0 if x < 0 else 1.0)
 
 
+def constant_value(expr: Expr) -> float | None:
+    """Exact value of a leaf-free subtree under the compiled guards (no rounding).
+
+    ``None`` if the subtree has a leaf or a class reduction (its value depends on the number of
+    classes), or is not finite. The compiler, the code generator and the canonical key all decide
+    "is this exponent an integer constant?" through this one function, so that a key never joins
+    losses that compile differently (e.g. ``r^(2 - 1)`` is ``r``, not ``|r|^1``).
+    """
+    if isinstance(expr, Const):
+        return expr.value
+    if isinstance(expr, Leaf) or not isinstance(expr, Op) or OPS[expr.op].reduces:
+        return None
+    vals = [constant_value(a) for a in expr.args]
+    if any(v is None for v in vals):
+        return None
+    return _fold(expr.op, vals)  # type: ignore[arg-type]
+
+
+def integer_exponent(expo: Expr) -> int | None:
+    """The exponent as a plain integer power (|n| <= 64), or ``None`` for ``exp(b log|a|)``."""
+    v = constant_value(expo)
+    if v is not None and v == int(v) and abs(v) <= 64:
+        return int(v)
+    return None
+
+
 def _flatten(name: str, e: Expr) -> list[Expr]:
     if isinstance(e, Op) and e.op == name:
         return _flatten(name, e.args[0]) + _flatten(name, e.args[1])
@@ -167,6 +193,13 @@ def canonical(expr: Expr) -> Expr:
         if isinstance(args[1], Const) and abs(args[1].value) >= 1e-7:
             return canonical(Op("mul", (Const(1.0 / args[1].value), args[0])))
     if name == "pow" and isinstance(args[1], Const):
+        exact = constant_value(expr.args[1])
+        if exact is not None and integer_exponent(expr.args[1]) is None and (
+            args[1].value == int(args[1].value)
+        ):
+            # Rounding made a non-integer exponent look integral; the compiled power differs
+            # (|a|^b vs a^n), so keep the exact value in the key.
+            return Op("pow", (args[0], Const(exact)))
         if args[1].value == 1.0:
             return args[0]
         if args[1].value == 0.0:

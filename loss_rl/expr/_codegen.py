@@ -16,6 +16,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from loss_rl.expr._canonical import integer_exponent
 from loss_rl.expr._compile import _SQRT_EPS
 from loss_rl.expr._nodes import (
     EPS,
@@ -243,8 +244,8 @@ class _Generator:
 
     def _pow(self, node: Op) -> _Code:
         base, expo = node.args
-        if isinstance(expo, Const) and expo.value == int(expo.value) and abs(expo.value) <= 64:
-            n = int(expo.value)
+        n = integer_exponent(expo)
+        if n is not None:
             b = self._tensor(self.gen(base))
             power = f"{_wrap(b, _ATOM)} ** {abs(n)}"
             if n >= 0:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from loss_rl.errors import LossSpecError
+from loss_rl.expr._canonical import integer_exponent
 from loss_rl.expr._nodes import (
     EPS,
     EXP_MAX,
@@ -148,8 +149,8 @@ def _build_node(node: Expr) -> _Fn:
         return _log_of(args[0])
     if name == "pow":
         base, expo = args
-        if isinstance(expo, Const) and expo.value == int(expo.value) and abs(expo.value) <= 64:
-            n = int(expo.value)
+        n = integer_exponent(expo)
+        if n is not None:
             b = _build_node(base)
             if n >= 0:
                 return lambda ctx: b(ctx) ** n

@@ -382,7 +382,8 @@ def refine(
                 no_grad.append({"index": c.index, "value": c.value, "context": c.context,
                                 "reason": "no_meta_gradient", "message": msg})  # fmt: skip
     refined = loss.expr()
-    learned = dict(zip((c.index for c in loss.learnable), loss.values().tolist(), strict=True))
+    values = loss.values().detach().tolist()
+    learned = dict(zip((c.index for c in loss.learnable), values, strict=True))
     constants = [
         {"index": c.index, "context": c.context, "before": c.value,
          "after": learned.get(c.index, c.value), "learnable": c.index in learned}

@@ -1,4 +1,4 @@
-"""Turn a :class:`TaskConfig` and a seed into tensors: split, corrupt the training part, standardise.
+"""Turn a :class:`TaskConfig` and a seed into tensors: split, corrupt the training part, scale.
 
 Order of operations (all deterministic in the seed):
 

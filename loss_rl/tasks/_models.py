@@ -74,7 +74,7 @@ def build_model(
         spec: Model configuration.
         num_features: Input features (the sequence length for ``cnn1d``).
         num_outputs: Classes, or 1 for regression (the output is then squeezed to ``[B]``).
-        seed: Initialisation seed; ``None`` uses the global torch RNG.
+        seed: Initialisation seed; ``None`` draws from the global torch RNG.
 
     Returns:
         An ``nn.Sequential`` mapping ``[B, num_features]`` to logits ``[B, num_outputs]``
@@ -89,6 +89,22 @@ def build_model(
             f"{num_outputs})",
             field="task.model",
         )
+    # nn.Linear / nn.Conv1d initialise themselves from the global RNG on construction: build
+    # inside a fork so that building a model never moves the caller's random stream.
+    with torch.random.fork_rng(devices=[]):
+        model = _layers(spec, num_features, num_outputs)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv1d)):
+                fan_in = m.weight[0].numel()
+                bound = 1.0 / math.sqrt(fan_in)
+                m.weight.uniform_(-bound, bound, generator=generator)
+                m.bias.uniform_(-bound, bound, generator=generator)
+    return model
+
+
+def _layers(spec: ModelConfig, num_features: int, num_outputs: int) -> nn.Sequential:
     act = ACTIVATION_MODULES[spec.activation]
     layers: list[nn.Module] = []
     if spec.kind == "cnn1d":
@@ -107,13 +123,4 @@ def build_model(
         layers.append(nn.Linear(width, num_outputs))
     if num_outputs == 1:
         layers.append(_Squeeze())
-    model = nn.Sequential(*layers)
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Conv1d)):
-                fan_in = m.weight[0].numel()
-                bound = 1.0 / math.sqrt(fan_in)
-                m.weight.uniform_(-bound, bound, generator=generator)
-                m.bias.uniform_(-bound, bound, generator=generator)
-    return model
+    return nn.Sequential(*layers)

@@ -121,7 +121,8 @@ class StackedSGD(StackedOptimizer):
         nesterov: bool = False,
         weight_decay: float = 0.0,
     ) -> None:
-        self.lr, self.momentum, self.nesterov, self.weight_decay = lr, momentum, nesterov, weight_decay
+        self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
+        self.weight_decay = weight_decay
         self.buf: list[Tensor] | None = None
 
     @torch.no_grad()

@@ -22,8 +22,9 @@ ties); ``tests/training/test_ploss.py`` checks values and gradients against it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -37,8 +38,14 @@ _SQRT_EPS = 1e-12
 _GRAD_LEAVES = frozenset({"z", "log_p", "p", "log_p_y", "p_y", "pred", "residual"})
 _LOG_LEAF = {"p": "log_p", "p_y": "log_p_y"}
 
-def _is_int_exponent(e: Expr) -> bool:
-    return isinstance(e, Const) and e.value == int(e.value) and abs(e.value) <= 64
+try:  # the compiler's own test, so both always agree on which powers are integer powers
+    from loss_rl.expr._canonical import integer_exponent as _integer_exponent
+except ImportError:  # pragma: no cover - loss language without constant folding
+
+    def _integer_exponent(expo: Expr) -> int | None:
+        if isinstance(expo, Const) and expo.value == int(expo.value) and abs(expo.value) <= 64:
+            return int(expo.value)
+        return None
 
 
 def structure(e: Expr) -> str:
@@ -48,8 +55,10 @@ def structure(e: Expr) -> str:
     if isinstance(e, Const):
         return "#"
     assert isinstance(e, Op)
-    if e.op == "pow" and _is_int_exponent(e.args[1]):
-        return f"pow{int(e.args[1].value)}({structure(e.args[0])})"  # type: ignore[union-attr]
+    if e.op == "pow":
+        n = _integer_exponent(e.args[1])
+        if n is not None:
+            return f"pow{n}({structure(e.args[0])})"
     return f"{e.op}({','.join(structure(a) for a in e.args)})"
 
 
@@ -112,7 +121,18 @@ class _Program:
     root_needs_grad: bool
     fn: Callable[..., tuple[Tensor, tuple[Tensor | None, ...]]]
     source: str
+    # The pieces :class:`PopulationLoss` splices into one function for the whole population:
+    body: list[str]  # forward + backward lines (after the leaf assignments)
+    leaf_vars: dict[str, str]  # leaf name -> variable
+    root_var: str
+    root_static: bool
+    grad_vars: dict[str, str]  # differentiable leaf name -> its gradient's variable
+    statics: dict[str, object]  # build-time values (constants, folded subtrees)
 
+
+# Local variables of generated code: v3, m3, t3, u3_1, d3, a3, e3, g3 (see _Builder).
+_LOCAL = re.compile(r"\b([vmtudaeg]\d+(?:_\d+)?)\b")
+_SEED = re.compile(r"\bgrad_seed\b")
 
 _NAMESPACE: dict[str, object] = {
     "torch": torch,
@@ -139,8 +159,11 @@ class _Builder:
     shared (memoised on the members' nodes).
     """
 
-    def __init__(self, members: Sequence[Expr], reps: int, num_classes: int) -> None:
+    def __init__(
+        self, members: Sequence[Expr], reps: int, num_classes: int, dtype: torch.dtype
+    ) -> None:
         self.members = list(members)
+        self.dtype = dtype
         self.reps = reps
         self.num_classes = num_classes
         self.size = len(members) * reps
@@ -175,7 +198,7 @@ class _Builder:
         if isinstance(first, Leaf):
             return self._leaf(first.name)
         if isinstance(first, Const):
-            values = torch.tensor([n.value for n in nodes], dtype=torch.float32)  # type: ignore[attr-defined]
+            values = torch.tensor([n.value for n in nodes], dtype=self.dtype)  # type: ignore[attr-defined]
             node = self._add(op="const", static=True)
             self.consts[f"v{node.slot}"] = values.repeat_interleave(self.reps).unsqueeze(-1)
             return node
@@ -196,9 +219,9 @@ class _Builder:
     def _pow(self, nodes: tuple[Expr, ...], vec: bool) -> _Node:
         first = nodes[0]
         assert isinstance(first, Op)
-        base_e, expo_e = first.args
-        if _is_int_exponent(expo_e):
-            n = int(expo_e.value)  # type: ignore[union-attr]
+        base_e, _ = first.args
+        n = _integer_exponent(first.args[1])
+        if n is not None:
             base = self.node(tuple(x.args[0] for x in nodes))  # type: ignore[attr-defined]
             return self._add(
                 op="ipow" if n >= 0 else "ipow_neg", args=(base.slot,), vec=base.vec,
@@ -218,7 +241,7 @@ class _Builder:
         )
 
     # ---------------------------------------------------------------- nodes -> Python
-    def _forward(self, nd: _Node) -> list[str]:  # noqa: C901 - one branch per primitive
+    def _forward(self, nd: _Node) -> list[str]:
         o = f"v{nd.slot}"
         a = [f"v{s}" for s in nd.args]
         lines: list[str] = []
@@ -226,7 +249,8 @@ class _Builder:
             if u:
                 line = f"u{nd.slot}_{k} = {a[k]}.unsqueeze(-1)"
                 # Work on constants alone is done once, at build time.
-                (self.hoisted if self.nodes[nd.args[k]].static else lines).append(line)
+                hoist = self.nodes[nd.args[k]].static and not nd.static
+                (self.hoisted if hoist else lines).append(line)
                 a[k] = f"u{nd.slot}_{k}"
         c = self.num_classes
         op = nd.op
@@ -274,7 +298,7 @@ class _Builder:
             return [f"d{nd.slot}, {m} = _safe_den({a[0]})", f"{o} = 1.0 / d{nd.slot}"]
         if op == "div":
             den = f"d{nd.slot}, {m} = _safe_den({a[1]})"
-            if self.nodes[nd.args[1]].static:
+            if self.nodes[nd.args[1]].static and not nd.static:
                 self.hoisted.append(den)
                 return [*lines, f"{o} = {a[0]} / d{nd.slot}"]
             return [*lines, den, f"{o} = {a[0]} / d{nd.slot}"]
@@ -298,7 +322,7 @@ class _Builder:
             ]
         raise AssertionError(f"unhandled operator {op}")  # pragma: no cover
 
-    def _backward(self, nd: _Node, go: str) -> list[tuple[int, list[str], str]]:  # noqa: C901
+    def _backward(self, nd: _Node, go: str) -> list[tuple[int, list[str], str]]:
         """Gradient contributions ``(arg index, lines to run first, expression)``."""
         a = [f"v{s}" for s in nd.args]
         for k, u in enumerate(nd.unsq):
@@ -384,7 +408,10 @@ class _Builder:
         ns.update(self.consts)
         # Constant subtrees: run their forward code once now.
         static_lines = [
-            line for nd in self.nodes if nd.static and nd.op != "const" for line in self._forward(nd)
+            line
+            for nd in self.nodes
+            if nd.static and nd.op != "const"
+            for line in self._forward(nd)
         ]
         leaf_names = tuple(self.leaf_slots)
         grad_leaves = tuple(n for n in leaf_names if n in _GRAD_LEAVES)
@@ -392,9 +419,11 @@ class _Builder:
         for nd in self.nodes:
             if not nd.static and nd.op != "leaf":
                 body += self._forward(nd)
-        static_lines += self.hoisted
+        static_lines += self.hoisted  # after the constants they read
         if static_lines:
-            exec("\n".join(static_lines), ns)  # noqa: S102 - code generated from our own templates
+            exec("\n".join(static_lines), ns)
+        statics = {k: v for k, v in ns.items() if k not in _NAMESPACE and k != "__builtins__"}
+        n_leaf_lines = len(leaf_names)
         assigned: set[int] = set()
         if root.grad:
             body.append(f"g{root.slot} = grad_seed")
@@ -419,7 +448,7 @@ class _Builder:
             [f"def _loss({params}):", *(f"    {line}" for line in body),
              f"    return v{root.slot}, ({grads}{',' if grads else ''})"]
         )
-        exec(source, ns)  # noqa: S102 - code generated from our own templates
+        exec(source, ns)
         return _Program(
             size=self.size,
             leaf_names=leaf_names,
@@ -427,6 +456,15 @@ class _Builder:
             root_needs_grad=root.grad,
             fn=ns["_loss"],  # type: ignore[arg-type]
             source=source,
+            body=body[n_leaf_lines:],
+            leaf_vars={n: f"v{self.leaf_slots[n]}" for n in leaf_names},
+            root_var=f"v{root.slot}",
+            root_static=root.static,
+            grad_vars={
+                n: f"g{self.leaf_slots[n]}" for n in grad_leaves
+                if self.leaf_slots[n] in assigned
+            },
+            statics=statics,
         )
 
 
@@ -458,10 +496,16 @@ class PopulationLoss:
         reps: Models per candidate (paired seeds).
         kind: Task kind.
         num_classes: Number of classes (classification).
+        dtype: Floating type of the model outputs (constants are stored in it).
     """
 
     def __init__(
-        self, exprs: Sequence[Expr], reps: int, kind: TaskKind, num_classes: int | None = None
+        self,
+        exprs: Sequence[Expr],
+        reps: int,
+        kind: TaskKind,
+        num_classes: int | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.kind = TaskKind(kind)
         self.reps = reps
@@ -473,7 +517,7 @@ class PopulationLoss:
         self.programs: list[tuple[int, _Program]] = []
         start = 0
         for members in groups.values():
-            prog = _Builder([exprs[i] for i in members], reps, self.num_classes).build()
+            prog = _Builder([exprs[i] for i in members], reps, self.num_classes, dtype).build()
             self.programs.append((start, prog))
             start += prog.size
         self.size = start
@@ -486,6 +530,9 @@ class PopulationLoss:
         self._fillers: dict[tuple[object, ...], Tensor] = {}
         self._seeds: dict[tuple[int, int], Tensor] = {}
         self._grad_leaves = sorted(self.leaves & _GRAD_LEAVES)
+        self._leaf_order = sorted(self.leaves)
+        self._fused: dict[int, Callable[..., tuple[Tensor, list[Tensor]]]] = {}
+        self.source = ""  # of the last fused function (for inspection)
 
     @property
     def num_groups(self) -> int:
@@ -529,6 +576,20 @@ class PopulationLoss:
         """
         b = z.shape[1]
         leaves = self._leaf_values(z, y)
+        if not self.broken:
+            fused = self._fused.get(b)
+            if fused is None:
+                fused = self._fused[b] = self._fuse(b, z.dtype)
+            try:
+                loss, grads = fused(*(leaves[name] for name in self._leaf_order))
+                return LossEval(
+                    loss=loss.mean(-1),
+                    grad=self._leaf_backward(z, y, leaves, dict(zip(self._grad_leaves, grads,
+                                                                    strict=True))),
+                )
+            except Exception:  # find the failing group(s) on the per-group path below
+                logger.debug("fused population loss failed; retrying group by group",
+                             exc_info=True)
         # One split per leaf hands every group its slice (cheaper than a narrow per group).
         parts = {name: leaf.split(self._sizes) for name, leaf in leaves.items()}
         # Per leaf, each group's gradient slice (zeros where a group does not use the leaf);
@@ -568,6 +629,51 @@ class PopulationLoss:
         loss = torch.cat(roots).mean(-1)
         leaf_grads_all = {name: torch.cat(gs) for name, gs in grad_parts.items()}
         return LossEval(loss=loss, grad=self._leaf_backward(z, y, leaves, leaf_grads_all))
+
+    def _fuse(self, b: int, dtype: torch.dtype) -> Callable[..., tuple[Tensor, list[Tensor]]]:
+        """One generated function evaluating every group for batch size ``b``.
+
+        The groups' bodies are spliced with their variables renamed ``k<group>_<name>``; leaves
+        are narrowed to each group's rows and the results concatenated, so a training step makes
+        one Python call however many groups there are.
+        """
+        ns: dict[str, object] = dict(_NAMESPACE)
+        lines: list[str] = []
+        roots: list[str] = []
+        grads: dict[str, list[str]] = {name: [] for name in self._grad_leaves}
+        for k, (start, prog) in enumerate(self.programs):
+            def rename(text: str, k: int = k) -> str:
+                return _LOCAL.sub(lambda m: f"k{k}_{m.group(1)}", text)
+
+            ns.update({rename(name): value for name, value in prog.statics.items()})
+            ns[f"SEED{k}"] = torch.full((prog.size, b), 1.0, dtype=dtype) / b
+            for name, var in prog.leaf_vars.items():
+                lines.append(f"{rename(var)} = {name}.narrow(0, {start}, {prog.size})")
+            lines += [_SEED.sub(f"SEED{k}", rename(line)) for line in prog.body]
+            root = rename(prog.root_var)
+            roots.append(f"{root}.expand({prog.size}, {b})" if prog.root_static else root)
+            for name in self._grad_leaves:
+                var = prog.grad_vars.get(name)
+                if var is None:
+                    shape = (prog.size, b, self.num_classes) if name in ("z", "p", "log_p") \
+                        else (prog.size, b)
+                    ns[f"FILL{k}_{name}"] = torch.zeros(shape, dtype=dtype)
+                    grads[name].append(f"FILL{k}_{name}")
+                else:
+                    grads[name].append(rename(var))
+
+        def cat(parts: list[str]) -> str:
+            return parts[0] if len(parts) == 1 else f"torch.cat([{', '.join(parts)}])"
+
+        out = ", ".join(cat(parts) for parts in grads.values())
+        source = "\n".join([
+            f"def _population({', '.join(self._leaf_order)}):",
+            *(f"    {line}" for line in lines),
+            f"    return {cat(roots)}, [{out}]",
+        ])
+        exec(source, ns)
+        self.source = source
+        return ns["_population"]  # type: ignore[return-value]
 
     def _filler(
         self, k: int, name: str, shape: tuple[int, ...], like: Tensor, value: float

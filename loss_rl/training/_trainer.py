@@ -175,8 +175,11 @@ class _Run:
 
     # ------------------------------------------------------------------ inputs per model
     def _per_model(self, t: Tensor) -> Tensor:
-        """``[S, ...]`` per-seed tensor -> ``[N, ...]`` (model ``m`` has seed ``m % S``)."""
-        if self.n_seeds == 1:
+        """``[S, ...]`` per-seed (or ``[1, ...]`` shared) tensor -> ``[N, ...]``.
+
+        Model ``m`` has seed ``m % S``.
+        """
+        if t.shape[0] == 1:
             return t.expand(self.n, *t.shape[1:])
         return t.repeat(self.n_cands, *([1] * (t.dim() - 1)))
 
@@ -328,11 +331,10 @@ def run_population(
     per_split = {s: run.metrics(s) for s in splits}
     metric = task.score_metric
     outcomes = [_Outcome() for _ in range(run.n)]
-    broken = {
-        run.loss.order[m // run.n_seeds]
-        for k in run.loss.broken
-        for m in range(run.loss.programs[k][0], run.loss.programs[k][0] + run.loss.programs[k][1].size)
-    }
+    broken = set()
+    for k in run.loss.broken:
+        start, prog = run.loss.programs[k]
+        broken |= {run.loss.order[m // run.n_seeds] for m in range(start, start + prog.size)}
     for m in range(run.n):
         pos, s = divmod(m, run.n_seeds)
         cand = run.loss.order[pos]

@@ -17,6 +17,7 @@ with workers must guard its entry point with ``if __name__ == "__main__":`` (as 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -61,10 +62,8 @@ def _init_worker() -> None:
 
     # One thread per worker: no oversubscription, no spin-waiting on a busy core.
     torch.set_num_threads(1)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set (fork start method)
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set (fork start method)
-        pass
 
 
 def _run_chunk(payload: tuple[Any, ...]) -> Any:

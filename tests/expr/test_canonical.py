@@ -21,7 +21,7 @@ from loss_rl.expr import (
 )
 from tests.expr.strategies import exprs
 
-_PROPS = settings(max_examples=500, deadline=None)
+_PROPS = settings(max_examples=300, deadline=None)
 
 
 @_PROPS
@@ -156,3 +156,30 @@ def test_overflowing_products_are_canonical_after_one_pass() -> None:
     e = op("sub", Leaf("p_y"), op("mul", 6.9515e16, 2.5855e291))
     c = canonical(e)
     assert canonical(c) == c
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("residual^(2 - 1)", "residual"),
+        ("residual^min(2, 1)", "residual"),
+        ("residual^(1 + 2)", "residual^3"),
+        ("(1 - p_y)^(4 / 2) * log_p_y", "(1 - p_y)^2 * log_p_y"),
+    ],
+)
+def test_constant_exponent_subtrees_compile_like_their_key(a: str, b: str) -> None:
+    """Equal keys must mean equal losses: a folded exponent compiles as the folded constant."""
+    import torch
+
+    from loss_rl.expr import compile_loss
+
+    ea, eb = parse(a), parse(b)
+    assert ea.key == eb.key
+    kind = "regression" if "residual" in a else "classification"
+    x = torch.tensor([[-2.0, 0.5, 1.0]]) if kind == "classification" else torch.tensor([-2.0, 3])
+    y = torch.tensor([1]) if kind == "classification" else torch.tensor([0.0, 0.0])
+    assert torch.allclose(compile_loss(ea, kind)(x, y), compile_loss(eb, kind)(x, y))
+
+
+def test_rounding_never_makes_a_non_integer_exponent_integral() -> None:
+    assert parse("residual^3.00001").key != parse("residual^3").key

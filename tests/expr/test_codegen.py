@@ -67,7 +67,7 @@ def _root(e: Expr) -> Expr:
 _KINDS = st.sampled_from([TaskKind.CLASSIFICATION, TaskKind.REGRESSION])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_generated_python_matches_compiled(data: st.DataObject) -> None:
     kind = data.draw(_KINDS)

@@ -117,3 +117,14 @@ def test_standalone_module_matches_in_a_fresh_process(tmp_path: Path) -> None:
         assert out[f"c{c}"] == loss.per_sample(z, y).tolist()
     z, y = _inputs(5)
     assert out["mean"] == pytest.approx(float(loss(z, y).detach()), rel=1e-6)
+
+
+def test_load_loss_dispatches_neural_specs(tmp_path: Path) -> None:
+    from loss_rl.export import load_loss
+
+    loss = _trained_like(seed=2)
+    path = export_neural_loss(loss, tmp_path / "neural.json")
+    back = load_loss(path)
+    assert isinstance(back, NeuralLoss)
+    z, y = _inputs(3)
+    assert torch.equal(back(z, y), loss(z, y))

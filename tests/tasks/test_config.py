@@ -103,7 +103,7 @@ def test_bad_input_names_the_field(data: Any, field: str) -> None:
 def test_direct_construction_is_validated_too() -> None:
     from loss_rl.tasks import CorruptionConfig, ModelConfig
 
-    with pytest.raises(ConfigError, match="task.corruption.rate"):
+    with pytest.raises(ConfigError, match=r"task\.corruption\.rate"):
         CorruptionConfig(kind="symmetric", rate=2.0)
-    with pytest.raises(ConfigError, match=r"task.model.widths\[0\]"):
+    with pytest.raises(ConfigError, match=r"task\.model\.widths\[0\]"):
         ModelConfig(widths=(0,))
