@@ -60,15 +60,20 @@ def test_default_search_on_tiny_writes_a_complete_run_folder(tmp_path: Path) -> 
     assert not run.ledger.empty and run.best is not None
 
 
-@pytest.mark.parametrize("algo", ["dqn", "ppo", "maskable_ppo"])
+@pytest.mark.parametrize("algo", ["dqn", "ppo", "maskable_ppo", "random", "evolution", "optuna"])
 def test_every_agent_runs_a_search(tmp_path: Path, algo: str) -> None:
     s = Search.create("tiny", algo, budget=8, out=tmp_path, name=algo)
     run = s.run(verify_top=False)
     assert run.summary is not None
     assert run.summary["evaluations"]["trained"] >= 8
-    assert (run.path / "agent.zip").is_file()
+    assert run.summary["agent"] == algo
+    assert (run.path / "agent.zip").is_file() == (algo in ("dqn", "ppo", "maskable_ppo"))
     if algo == "dqn":
         assert (run.path / "replay_buffer.pkl").is_file()
+    if algo == "optuna":
+        assert (run.path / "optuna.db").is_file()
+    df = run.ledger
+    assert (df["source"] == "trained").sum() == run.summary["evaluations"]["trained"]
 
 
 def test_resume_of_a_finished_run_trains_nothing_new(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from loss_rl.expr import (
     round_constant,
     task_kind,
 )
+from loss_rl.expr._canonical import integer_exponent
 from loss_rl.expr._compile import safe_denominator, safe_log
 from loss_rl.expr._nodes import EXP_MAX
 from loss_rl.expr._probes import probes
@@ -41,7 +42,8 @@ ZERO_GRAD_TOL = 1e-12
 
 
 def _is_int_exponent(node: Expr) -> bool:
-    return isinstance(node, Const) and node.value == int(node.value) and abs(node.value) <= 64
+    # The compiler's own rule: a leaf-free exponent that folds to an integer is a plain power.
+    return integer_exponent(node) is not None
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,9 @@ class ConstantInfo:
         index: Index among the expression's constants (prefix order).
         position: Prefix position of the node in the tree (see :meth:`Expr.nodes`).
         value: Its value in the original expression.
-        learnable: Whether it is refined (integer exponents select a different primitive and
-            stay fixed unless asked otherwise).
+        learnable: Whether it is refined (constants of an exponent that folds to an integer
+            select a different primitive, the plain power, and stay fixed unless asked
+            otherwise).
         context: The smallest enclosing sub-expression, to say *which* constant is meant.
     """
 
@@ -83,7 +86,7 @@ def constants_of(expr: Expr, *, learn_integer_exponents: bool = False) -> list[C
             for i, a in enumerate(node.args):
                 int_expo = node.op == "pow" and i == 1 and _is_int_exponent(a)
                 int_expo = int_expo and not learn_integer_exponents
-                nxt = walk(a, nxt, node, int_expo)
+                nxt = walk(a, nxt, node, fixed or int_expo)
         return nxt
 
     walk(expr, 0, None, False)
@@ -222,8 +225,9 @@ class _Builder:
             return self._log_of(args[0])
         if name == "pow":
             base, expo = args
-            if _is_int_exponent(expo) and self._slot_of_next(base) is None:
-                n = int(expo.value)  # type: ignore[union-attr]
+            n_int = integer_exponent(expo)
+            if n_int is not None and not self._learns_in(base, expo):
+                n = n_int
                 b = self._node(base)
                 self._skip(expo)
                 if n >= 0:
@@ -252,10 +256,11 @@ class _Builder:
         g = _BINARY[name]
         return lambda c, th: g(left(c, th), right(c, th))
 
-    def _slot_of_next(self, base: Expr) -> int | None:
-        # The exponent's position follows the base's subtree; a learnable integer exponent must
-        # take the general path (its value moves off the integers as soon as it is refined).
-        return self._slot.get(self._pos + base.size())
+    def _learns_in(self, base: Expr, expo: Expr) -> bool:
+        # The exponent's positions follow the base's subtree. A learnable integer exponent takes
+        # the general path: its value moves off the integers as soon as it is refined.
+        start = self._pos + base.size()
+        return any(start <= p < start + expo.size() for p in self._slot)
 
 
 class SymbolicLoss(nn.Module):

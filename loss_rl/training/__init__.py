@@ -24,7 +24,12 @@ from loss_rl.training._reference import (
     train_reference,
 )
 from loss_rl.training._trainer import SPLITS, TrainResult, train
-from loss_rl.training._workers import WORKERS_ENV, default_workers, shutdown_workers
+from loss_rl.training._workers import (
+    WORKERS_ENV,
+    default_workers,
+    shutdown_workers,
+    start_workers,
+)
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -47,6 +52,7 @@ __all__ = [
     "regression_metrics",
     "score_of",
     "shutdown_workers",
+    "start_workers",
     "structure",
     "train",
     "train_reference",

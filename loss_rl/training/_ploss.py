@@ -10,13 +10,20 @@ tensors dominates). This module instead
 * groups candidates whose trees have the same *structure* (constants may differ, e.g. GCE with
   q = 0.5 and q = 0.7) and evaluates each group in one pass, the constants being ``[G, 1]``
   tensors;
-* compiles each group's trees to one generated Python function that runs the forward pass and a
-  hand-written backward pass (no autograd graph, no interpreter loop), folding constant subtrees
-  once and sharing repeated subtrees.
+* compiles each group's trees to straight-line Python (forward pass, then a hand-written
+  backward pass: no autograd graph, no interpreter loop), folding constant subtrees once and
+  sharing repeated subtrees; guards (``exp`` clamp, protected ``log``/``sqrt``/division) take
+  their masked path only when a guard is actually active;
+* splices all groups into one generated function per batch size, so a step costs one Python
+  call. If it raises, the groups run one by one and a failing group's models get NaN losses
+  (the trainer marks them diverged) while the others are unaffected.
 
 Semantics are those of :func:`loss_rl.expr.compile_loss` (same guards, same special cases for
-``log(p)``, ``log(p_y)`` and integer powers, and the same gradients, including at clamps and
-ties); ``tests/training/test_ploss.py`` checks values and gradients against it.
+``log(p)``, ``log(p_y)`` and integer powers — decided by the compiler's own
+``integer_exponent`` — and the same gradients, including at clamps and ties);
+``tests/training/test_ploss.py`` checks values and gradients against it on the known losses and
+on random expressions. Values agree to float rounding (``p`` is ``exp(log_p)`` here, torch's
+softmax there).
 """
 
 from __future__ import annotations

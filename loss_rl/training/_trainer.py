@@ -1,18 +1,26 @@
 """The batched inner trainer: ``N`` models × ``N`` losses in one pass.
 
 ``train(candidates, task, steps, seeds)`` trains one model per (candidate, seed). All of them
-live in one :class:`~loss_rl.training._population.StackedModel` (parameters ``[N, P]``); a step is
+live in one :class:`~loss_rl.training._population.StackedModel` (each parameter stacked along a
+leading model dimension); a step is
 
 1. one gather of each seed's minibatch (same order for every candidate of that seed);
-2. one batched forward of all models (autograd on the parameters);
+2. one batched forward of all models;
 3. per-model losses and ``dL/dZ`` from :class:`~loss_rl.training._ploss.PopulationLoss`;
-4. a health check: a model whose loss or gradients are not finite is marked ``diverged`` at
-   this step and frozen — its ``dL/dZ`` row and gradient row are zeroed and its parameters
-   restored after every update. Rows never mix, so the other models are bit-for-bit unaffected;
-5. one backward into the parameters and one stacked optimiser update.
+4. a health check: a model whose loss or ``dL/dZ`` is not finite is marked ``diverged`` at this
+   step and frozen — its ``dL/dZ`` and gradient rows are zeroed and its parameters restored
+   after every update. Rows never mix, so the other models are bit-for-bit unaffected (a
+   parameter gradient can only become non-finite by overflow, which makes the next loss
+   non-finite);
+5. one backward into the parameters and one stacked optimiser update (exactly per model).
 
 **Pairing.** Models with the same seed share initialisation, data split / noise realisation and
-minibatch order, so differences between candidates are differences between losses.
+minibatch order, so differences between candidates are differences between losses. A model's
+result does not depend on what else is in the batch beyond float rounding (batched kernels may
+round differently for different population sizes).
+
+**Processes.** :func:`train` splits the population over worker processes of one thread each
+(see :mod:`loss_rl.training._workers` for the measurements behind that choice).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 _EVAL_CHUNK_ELEMENTS = 1 << 22  # activations per evaluation chunk (N · n · width)
+_MIN_MODELS_PER_WORKER = 2
 
 
 @dataclass(frozen=True)
@@ -422,7 +431,7 @@ def train(
             and (unless ``data_seed`` is given) its data split and noise realisation; all
             candidates with the same seed share them.
         splits: Splits to compute metrics on; ``score`` uses the first. Keep ``test`` for
-            reports only.
+            reports only; ``train`` metrics use the (possibly corrupted) training labels.
         data_seed: One data seed for every model (split and noise fixed, only init and
             minibatch order vary with ``seed``).
         workers: Worker processes to split the population over (``None``: ``$LOSS_RL_WORKERS``
@@ -453,9 +462,10 @@ def train(
     if valid:
         n_workers = _workers.default_workers() if workers is None else max(0, workers)
         n_models = len(valid) * n_seeds
-        n_workers = min(n_workers, len(valid))
+        # A worker needs a few models to be worth its messages (and at most one per candidate).
+        n_workers = min(n_workers, len(valid), max(1, n_models // _MIN_MODELS_PER_WORKER))
         exprs = [candidates[i] for i in valid]
-        if n_workers > 1 and n_models >= 4:
+        if n_workers > 1:
             chunks = _chunks(exprs, n_seeds, n_workers)
             payloads = [
                 ([exprs[j] for j in chunk], task, steps, seeds, splits, data_seed)

@@ -34,13 +34,13 @@ NOISY = TaskConfig.from_dict({
         # SGD is not scale invariant: a larger CE scale trains faster in K steps.
         ("-0.2 * log_p_y", InnerConfig(steps=10, optimizer="sgd", lr=0.1, batch_size=64), "ce"),
         # GCE's q under 40 % label noise, with the task's own Adam and an accuracy-type query loss.
-        ("(1 - p_y^0.3) / 0.3", InnerConfig.from_training(NOISY.training, 40, 10), "soft_error"),
+        ("(1 - p_y^0.3) / 0.3", InnerConfig.from_training(NOISY.training, 30, 8), "soft_error"),
     ],
     ids=["scaled_ce", "gce_q"],
 )
 def test_refining_lowers_the_meta_loss(text: str, inner: InnerConfig, objective: str) -> None:
     loss = SymbolicLoss(parse(text))
-    outer = OuterConfig(meta_steps=8, tasks_per_step=2, lr=0.1, eval_episodes=6,
+    outer = OuterConfig(meta_steps=6, tasks_per_step=2, lr=0.1, eval_episodes=4,
                         objective=objective)  # type: ignore[arg-type]  # fmt: skip
     history = meta_optimize(loss, TaskEpisodes(NOISY), inner, outer)
     assert history.eval_after < history.eval_before, history.summary()

@@ -30,17 +30,30 @@ def test_known_losses_match_compiled(name: str) -> None:
     assert loss.expr(digits=False) == expr
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(exprs(TaskKind.CLASSIFICATION, max_leaves=8))
-def test_random_trees_match_compiled(expr) -> None:  # type: ignore[no-untyped-def]
-    try:
-        ref_fn = compile_loss(expr, TaskKind.CLASSIFICATION)
-    except LossSpecError:
-        return
-    x, y = probes(TaskKind.CLASSIFICATION)
-    ref = ref_fn(x, y)
-    ours = SymbolicLoss(expr, TaskKind.CLASSIFICATION).per_sample(x, y)
-    torch.testing.assert_close(ours, ref, rtol=0, atol=0, equal_nan=True)
+@pytest.mark.parametrize("kind", list(TaskKind))
+def test_random_trees_match_compiled(kind: TaskKind) -> None:
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(exprs(kind, max_leaves=8))
+    def check(expr) -> None:  # type: ignore[no-untyped-def]
+        try:
+            ref_fn = compile_loss(expr, kind)
+        except LossSpecError:
+            return
+        x, y = probes(kind)
+        loss = SymbolicLoss(expr, kind)
+        torch.testing.assert_close(loss.per_sample(x, y), ref_fn(x, y), rtol=0, atol=0,
+                                   equal_nan=True)  # fmt: skip
+        assert loss.expr(digits=False) == expr
+
+    check()
+
+
+def test_folded_integer_exponents_are_plain_powers() -> None:
+    # "residual^(3 - 1)" compiles as the plain power 2 (defined for negative residuals).
+    expr = parse("residual^(3 - 1)")
+    assert not any(c.learnable for c in constants_of(expr))
+    x, y = probes(TaskKind.REGRESSION)
+    torch.testing.assert_close(SymbolicLoss(expr).per_sample(x, y), compile_loss(expr)(x, y))
 
 
 def test_rebuilt_expression_uses_learned_values() -> None:

@@ -141,3 +141,29 @@ def test_random_regression_expressions(expr: Expr, seed: int) -> None:
     z = torch.randn(2, B, generator=g) * 2
     y = torch.randn(2, B, generator=g)
     _check([expr], TaskKind.REGRESSION, z, y, 2)
+
+
+def test_group_by_group_path_matches_the_fused_function_and_isolates_failures() -> None:
+    exprs_ = [parse(s) for s in ("-log_p_y", "sum_c(square(p - t))", "(1 - p_y^0.5) / 0.5")]
+    z, y = _inputs(6)
+    pl = PopulationLoss(exprs_, 2, TaskKind.CLASSIFICATION, C)
+    fused = pl(z, y)
+    assert pl.source.startswith("def _population(")
+
+    def boom(*args: object) -> None:
+        raise RuntimeError("fused path unavailable")
+
+    pl._fused[B] = boom  # type: ignore[assignment]
+    slow = pl(z, y)
+    assert torch.allclose(slow.loss, fused.loss) and torch.allclose(slow.grad, fused.grad)
+    # A group whose code raises gets NaN losses and zero gradients; the others are untouched.
+    start, prog = pl.programs[1]
+    prog.fn = boom  # type: ignore[assignment]
+    broken = pl(z, y)
+    rows = slice(start, start + prog.size)
+    assert torch.isnan(broken.loss[rows]).all() and (broken.grad[rows] == 0).all()
+    keep = torch.ones(6, dtype=torch.bool)
+    keep[rows] = False
+    assert torch.equal(broken.loss[keep], slow.loss[keep])
+    assert torch.equal(broken.grad[keep], slow.grad[keep])
+    assert pl.broken == {1}

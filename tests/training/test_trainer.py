@@ -198,8 +198,12 @@ def test_bad_arguments_raise_config_errors(kwargs: dict[str, Any], field: str) -
 def test_worker_processes_agree_with_in_process_training() -> None:
     task = TaskConfig.from_dict({"dataset": "digits"})
     losses = [known_loss(n) for n in ("ce", "gce", "mae", "focal")] + [parse(POISON)]
+    from loss_rl.training import shutdown_workers, start_workers
+
+    assert start_workers(2) == 2
     local = train(losses, task, 20, [0, 1], workers=0)
     pooled = train(losses, task, 20, [0, 1], workers=2)
+    shutdown_workers()
     assert [(r.candidate, r.seed, r.status, r.diverged_at) for r in local] == [
         (r.candidate, r.seed, r.status, r.diverged_at) for r in pooled
     ]
