@@ -12,10 +12,35 @@ Example:
     >>> criterion = loss_rl.ExprLoss(focal)  # a torch.nn.Module: criterion(logits, targets)
 """
 
+from typing import Any
+
 from loss_rl._version import __version__
-from loss_rl.errors import ConfigError, LossRLError, LossSpecError, LossSyntaxError
+from loss_rl.errors import ConfigError, LossRLError, LossSpecError, LossSyntaxError, RunError
 from loss_rl.export import export, load_loss
 from loss_rl.expr import KNOWN_LOSSES, Expr, ExprLoss, check, compile_loss, known_loss, parse
+
+# Loaded on first use: the search pulls in gymnasium and stable-baselines3, meta-learning its own
+# machinery; `import loss_rl` for exporting or loading a loss should not wait for them.
+_LAZY = {
+    "search": "loss_rl._search",
+    "resume": "loss_rl._search",
+    "Search": "loss_rl._search",
+    "list_runs": "loss_rl._search",
+    "load_run": "loss_rl.store",
+    "refine": "loss_rl.meta",
+    "meta_train": "loss_rl.meta",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'loss_rl' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "KNOWN_LOSSES",
@@ -25,11 +50,19 @@ __all__ = [
     "LossRLError",
     "LossSpecError",
     "LossSyntaxError",
+    "RunError",
+    "Search",
     "__version__",
     "check",
     "compile_loss",
     "export",
     "known_loss",
+    "list_runs",
     "load_loss",
+    "load_run",
+    "meta_train",
     "parse",
+    "refine",
+    "resume",
+    "search",
 ]

@@ -341,7 +341,7 @@ def search(
     name: Annotated[str | None, typer.Option(help="Run folder name.")] = None,
 ) -> None:
     """Search for a loss: the agent edits losses, each scored by a short inner training."""
-    from loss_rl.search import Search
+    from loss_rl._search import Search
 
     console = Console()
     s = Search.create(env, agent, budget=budget, seed=seed, out=out, name=name,
@@ -356,7 +356,7 @@ def resume(
     run: Annotated[Path, typer.Argument(help="The run folder to continue.")],
 ) -> None:
     """Continue an interrupted run to its budget (finished evaluations are never re-trained)."""
-    from loss_rl.search import Search
+    from loss_rl._search import Search
 
     console = Console()
     s = Search.open(run)
@@ -370,7 +370,7 @@ def runs(
     root: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("results"),
 ) -> None:
     """List runs with their status, budget and best loss."""
-    from loss_rl.search import list_runs
+    from loss_rl._search import list_runs
 
     found = list_runs(root)
     console = Console()
@@ -414,7 +414,7 @@ def evaluate(
     markdown: Annotated[bool, typer.Option(help="Print a Markdown table instead.")] = False,
 ) -> None:
     """Verify losses against CE and the known losses on the test split, with 95 % CIs."""
-    from loss_rl.search import load_env_preset
+    from loss_rl.presets import load_env_preset
     from loss_rl.verify import verify
 
     preset = load_env_preset(env)

@@ -129,7 +129,7 @@ def test_reference_score_is_ce_trained_once() -> None:
 
 
 def test_ledger_warms_the_cache_of_a_resumed_evaluator(tmp_path: Path) -> None:
-    ev, ex, ledger = make(tmp_path)
+    ev, _, ledger = make(tmp_path)
     ev.evaluate([known_loss("ce"), known_loss("gce"), parse("sum_c(p^2)")],
                 [{"episode": 0, "step": i} for i in range(3)])  # fmt: skip
     assert ledger is not None

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 import loss_rl
+from loss_rl import Search, list_runs
 from loss_rl.errors import ConfigError, RunError
-from loss_rl.search import Search, list_runs, load_env_preset
+from loss_rl.presets import load_env_preset
 from loss_rl.store import LEDGER, Ledger, load_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,8 +87,10 @@ def test_resume_of_a_finished_run_trains_nothing_new(tmp_path: Path) -> None:
 
 def _cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "loss_rl.cli", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    cmd = [sys.executable, "-m", "loss_rl.cli", *args]
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def _wait_for_trained(run_dir: Path, n: int, proc: subprocess.Popen[str], timeout: float) -> None:

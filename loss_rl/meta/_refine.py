@@ -121,7 +121,7 @@ def resolve_source(source: str | Path | Expr) -> LossSource:
             raise LossSpecError(f"{path} is a folder but not a run folder (no config.yaml and "
                                 "ledger.sqlite)", field="source")  # fmt: skip
         run = load_run(path)
-        from loss_rl.search import parse_env_preset
+        from loss_rl.presets import parse_env_preset
 
         env = parse_env_preset(run.config["env"], run.config["env_name"])
         best_json = path / "best" / "loss.json"
@@ -161,7 +161,7 @@ class _Env:
 
 
 def _resolve_env(env: Any, src: LossSource | None = None) -> _Env:
-    from loss_rl.search import EnvPreset, load_env_preset
+    from loss_rl.presets import EnvPreset, load_env_preset
 
     if env is None:
         if src is not None and src.env is not None:

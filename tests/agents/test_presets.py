@@ -22,7 +22,7 @@ def test_every_algorithm_has_a_shipped_preset(algo: str) -> None:
 
 def test_listing_and_unknown_names() -> None:
     assert {"dqn", "ppo", "maskable_ppo"} <= set(list_presets("agents"))
-    with pytest.raises(ConfigError, match="unknown agent preset 'sac'.*available"):
+    with pytest.raises(ConfigError, match=r"unknown agent preset 'sac'.*available"):
         find_preset("agents", "sac")
 
 

@@ -11,7 +11,7 @@ from loss_rl.errors import ConfigError, LossSpecError
 from loss_rl.export import export, read_spec
 from loss_rl.expr import known_loss, parse
 from loss_rl.meta import load_neural_loss, meta_train, refine
-from loss_rl.search import load_env_preset
+from loss_rl.presets import load_env_preset
 from loss_rl.store import CONFIG, LEDGER, Ledger, write_yaml
 
 FAST = {"meta_steps": 2, "inner_steps": 6, "unroll": 3, "tasks_per_step": 1}

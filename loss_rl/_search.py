@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,10 +28,10 @@ from loss_rl.agents import (
     load_agent_config,
     make_agent,
 )
-from loss_rl.errors import ConfigError, RunError
+from loss_rl.errors import RunError
 from loss_rl.evaluation import Evaluator
 from loss_rl.expr import Expr, TaskKind, parse
-from loss_rl.presets import find_preset, load_yaml
+from loss_rl.presets import check_budget, load_env_preset, parse_env_preset
 from loss_rl.store import CONFIG, LEDGER, SUMMARY, Ledger, Run, load_run, write_yaml
 from loss_rl.tasks import TaskConfig
 
@@ -47,134 +46,6 @@ AGENT_FILE = "agent.zip"
 REPLAY_FILE = "replay_buffer.pkl"
 CONFIG_VERSION = 1
 
-_ENV_KEYS = {"description", "task", "space", "evaluation", "verification", "budget"}
-
-
-@dataclass
-class EvaluationConfig:
-    """How the search scores a candidate.
-
-    Attributes:
-        seeds: Paired model seeds per candidate (score = mean over them).
-        data_seed: Seed of the data split and corruption (fixed for the run).
-    """
-
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
-    data_seed: int = 0
-
-
-@dataclass
-class VerificationConfig:
-    """How the best candidates are re-checked at the end of a run.
-
-    Attributes:
-        top_k: Distinct best candidates (by validation score) re-trained.
-        seeds: Fresh model seeds (≥ 2; 5 by default).
-        references: Known losses compared against (default by task kind).
-    """
-
-    top_k: int = 3
-    seeds: int = 5
-    references: list[str] | None = None
-
-
-@dataclass
-class EnvPreset:
-    """A validated env preset (``envs/<name>.yaml``)."""
-
-    name: str
-    description: str
-    task: TaskConfig
-    space: dict[str, Any]
-    evaluation: EvaluationConfig
-    verification: VerificationConfig
-    budget: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for ``config.yaml``."""
-        return {
-            "description": self.description,
-            "task": self.task.to_dict(),
-            "space": self.space,
-            "evaluation": vars(self.evaluation),
-            "verification": vars(self.verification),
-            "budget": self.budget,
-        }
-
-
-def _section(data: dict[str, Any], key: str, cls: type, field_prefix: str) -> Any:
-    raw = data.get(key) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError("must be a mapping", field=f"{field_prefix}.{key}")
-    allowed = set(cls.__dataclass_fields__)
-    for k in raw:
-        if k not in allowed:
-            raise ConfigError(
-                f"unknown key {k!r}; allowed: {', '.join(sorted(allowed))}",
-                field=f"{field_prefix}.{key}.{k}",
-            )
-    obj = cls(**raw)
-    for k, v in vars(obj).items():
-        if k in ("seeds",) and isinstance(v, list) and not all(isinstance(s, int) for s in v):
-            raise ConfigError("must be a list of integers", field=f"{field_prefix}.{key}.{k}")
-    return obj
-
-
-def parse_env_preset(data: dict[str, Any], name: str) -> EnvPreset:
-    """Validate an env preset mapping.
-
-    Raises:
-        ConfigError: naming the field for unknown keys, wrong types or bad values.
-    """
-    for k in data:
-        if k not in _ENV_KEYS:
-            raise ConfigError(
-                f"unknown key {k!r}; allowed: {', '.join(sorted(_ENV_KEYS))}", field=f"env.{k}"
-            )
-    if "task" not in data:
-        raise ConfigError("is required (dataset, corruption, model, training)", field="env.task")
-    task = TaskConfig.from_dict(data["task"])
-    space = data.get("space") or {}
-    if not isinstance(space, dict):
-        raise ConfigError("must be a mapping", field="env.space")
-    if "kind" in space and space["kind"] != task.kind.value:
-        raise ConfigError(
-            f"the task is {task.kind.value}; remove 'kind' (it follows the task)",
-            field="env.space.kind",
-        )
-    from loss_rl.envs import EnvConfig
-
-    EnvConfig.from_dict({**space, "kind": task.kind.value}, prefix="env.space")  # validate early
-    evaluation = _section(data, "evaluation", EvaluationConfig, "env")
-    if not evaluation.seeds:
-        raise ConfigError("needs at least one seed", field="env.evaluation.seeds")
-    verification = _section(data, "verification", VerificationConfig, "env")
-    if not isinstance(verification.seeds, int) or verification.seeds < 2:
-        raise ConfigError("must be an integer >= 2", field="env.verification.seeds")
-    budget = data.get("budget", 200)
-    _check_budget(budget, "env.budget")
-    return EnvPreset(
-        name, str(data.get("description", "")), task, dict(space), evaluation, verification,
-        int(budget),
-    )  # fmt: skip
-
-
-def _check_budget(budget: Any, field_name: str) -> None:
-    if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
-        raise ConfigError(
-            f"must be a positive number of inner trainings, got {budget!r}", field=field_name
-        )
-
-
-def load_env_preset(name_or_path: str | Path) -> EnvPreset:
-    """Load and validate ``envs/<name>.yaml`` (or a YAML path)."""
-    path = find_preset("envs", name_or_path)
-    return parse_env_preset(load_yaml(path, "env"), path.stem)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
 def _new_run_dir(out: Path, env: str, algo: str, seed: int) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     base = out / f"{env}_{algo}_s{seed}_{stamp}"
@@ -183,10 +54,6 @@ def _new_run_dir(out: Path, env: str, algo: str, seed: int) -> Path:
         path = Path(f"{base}-{i}")
         i += 1
     return path
-
-
-def _space_config(preset: EnvPreset) -> dict[str, Any]:
-    return {"kind": preset.task.kind.value, **preset.space}
 
 
 class Search:
@@ -216,7 +83,7 @@ class Search:
         preset = load_env_preset(env)
         agent_cfg = load_agent_config(agent, preset.name)
         if budget is not None:
-            _check_budget(budget, "budget")
+            check_budget(budget, "budget")
         run_budget = int(budget if budget is not None else preset.budget)
         out_dir = Path(out)
         path = out_dir / name if name else _new_run_dir(out_dir, preset.name, agent_cfg.algo, seed)
@@ -561,12 +428,4 @@ def list_runs(root: str | Path = "results") -> list[Run]:
     return runs
 
 
-__all__: Sequence[str] = [
-    "EnvPreset",
-    "Search",
-    "list_runs",
-    "load_env_preset",
-    "parse_env_preset",
-    "resume",
-    "search",
-]
+__all__: Sequence[str] = ["Search", "list_runs", "resume", "search", "task_features"]
