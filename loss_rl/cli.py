@@ -439,6 +439,79 @@ def evaluate(
         console.print(_verification_table(rows, table.attrs["metric"], title))
 
 
+def _meta_progress(console: Console, what: str) -> Any:
+    """A rich progress bar fed by :class:`loss_rl.meta.MetaProgress` snapshots."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), console=console)  # fmt: skip
+    task = bar.add_task(what, total=1, info="")
+
+    def report(p: Any) -> None:
+        info = "verifying on test" if p.phase == "verify" else f"meta-loss {p.meta_loss:.4f}"
+        bar.update(task, total=p.total, completed=p.step, info=info)
+
+    return bar, report
+
+
+@app.command(context_settings=_EXPRESSION_ARGS)
+def refine(
+    source: Annotated[
+        str, typer.Argument(help="An expression, a JSON spec or a run folder (its best loss).")
+    ],
+    env: Annotated[
+        str | None, typer.Option(help="Env preset (default: the run's env for a run folder).")
+    ] = None,
+    meta_steps: Annotated[int, typer.Option(help="Outer (meta-gradient) steps.")] = 30,
+    inner_steps: Annotated[
+        int | None, typer.Option(help="Unrolled inner steps (default: the task's full_steps).")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Fresh seeds of the verification.")] = 10,
+) -> None:
+    """Refine a loss's constants by differentiating through its inner training (MAML/EvoMAL)."""
+    from loss_rl.meta import refine as refine_loss
+
+    console = Console()
+    bar, report = _meta_progress(console, "refine")
+    with bar:
+        res = refine_loss(source, env, meta_steps=meta_steps, inner_steps=inner_steps,
+                          verify_seeds=seeds, progress=report)  # fmt: skip
+    console.print(f"[bold]original[/] {res.original}\n[bold]refined [/] {res.refined}")
+    for dead in res.summary.get("no_gradient_constants", []):
+        console.print(f"[yellow]constant without gradient:[/] {dead}")
+    if res.verification is not None:
+        rows = res.verification.to_dict(orient="records")
+        console.print(_verification_table(rows, res.verification.attrs.get("metric", "score"),
+                                          "verification on test, fresh seeds"))  # fmt: skip
+    for what, path in res.paths.items():
+        console.print(f"wrote {what}: {path}")
+
+
+@app.command("meta-train")
+def meta_train_command(
+    env: Annotated[str, typer.Option(help="Env preset name or YAML path.")] = "digits_noisy",
+    meta_steps: Annotated[int, typer.Option(help="Outer (meta-gradient) steps.")] = 100,
+    inner_steps: Annotated[
+        int | None, typer.Option(help="Unrolled inner steps (default: the task's full_steps).")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Fresh seeds of the verification.")] = 10,
+    out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the loss network.")] = 0,
+) -> None:
+    """Meta-train an ML3-style neural loss network and export it (JSON + standalone .py)."""
+    from loss_rl.meta import meta_train
+
+    console = Console()
+    bar, report = _meta_progress(console, "meta-train")
+    with bar:
+        res = meta_train(env, meta_steps=meta_steps, inner_steps=inner_steps, verify_seeds=seeds,
+                         out=out, seed=seed, progress=report)  # fmt: skip
+    if res.verification is not None:
+        console.print(res.verification.to_string(index=False))
+    for what, path in res.paths.items():
+        console.print(f"wrote {what}: {path}")
+
+
 def _plot(fn: Any, kind: TaskKind, label: str, title: str, path: Path) -> None:
     """Save the loss and its gradient along a 1-D sweep (see ``show --plot``)."""
     import torch

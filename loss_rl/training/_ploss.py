@@ -130,6 +130,7 @@ class _Program:
     source: str
     # The pieces :class:`PopulationLoss` splices into one function for the whole population:
     body: list[str]  # forward + backward lines (after the leaf assignments)
+    backward_start: int  # index in ``body`` of the first backward line
     leaf_vars: dict[str, str]  # leaf name -> variable
     root_var: str
     root_static: bool
@@ -140,6 +141,51 @@ class _Program:
 # Local variables of generated code: v3, m3, t3, u3_1, d3, a3, e3, g3 (see _Builder).
 _LOCAL = re.compile(r"\b([vmtudaeg]\d+(?:_\d+)?)\b")
 _SEED = re.compile(r"\bgrad_seed\b")
+_FUSED_NAME = re.compile(r"\b(k\d+_[vmtudaeg]\d+(?:_\d+)?|SEED\d+)\b")
+
+
+def _split_static(lines: list[str], static_names: set[str]) -> tuple[list[str], list[str]]:
+    """Split single-statement backward lines into those computable once and the rest.
+
+    A line is static when everything it reads is a build-time value (constants, folded
+    subtrees, the gradient seed) or a static line's result, e.g. the whole backward pass of
+    label smoothing, whose gradients do not depend on the data. A variable assigned by any
+    dynamic line stays dynamic everywhere (Python would make it a local of the function).
+    """
+    forced: set[str] = set()
+    while True:
+        known = set(static_names)
+        static: list[str] = []
+        dynamic: list[str] = []
+        by_static: set[str] = set()
+        by_dynamic: set[str] = set()
+        previous = False
+        for line in lines:
+            head, _, rhs = line.partition(" = ")
+            cond = ""
+            if head.startswith("if "):
+                cond, _, head = head.partition(": ")
+            elif head.startswith("else: "):
+                head = head[len("else: "):]
+            target = head.strip()
+            reads = _FUSED_NAME.findall(cond + " " + rhs)
+            if line.startswith("else:"):
+                is_static = previous
+            else:
+                is_static = target not in forced and all(r in known for r in reads)
+            if is_static:
+                static.append(line)
+                known.add(target)
+                by_static.add(target)
+            else:
+                dynamic.append(line)
+                known.discard(target)
+                by_dynamic.add(target)
+            previous = is_static
+        clash = by_static & by_dynamic
+        if not clash:
+            return static, dynamic
+        forced |= clash
 
 _NAMESPACE: dict[str, object] = {
     "torch": torch,
@@ -373,7 +419,7 @@ class _Builder:
             ], f"t{s}"))
         elif op in ("sum_c", "mean_c"):
             if nd.arg_vec:
-                grad = f"{go}.unsqueeze(-1).expand({a[0]}.shape)"
+                grad = f"{go}.unsqueeze(-1).expand(-1, -1, {c})"
                 out.append((0, [], grad if op == "sum_c" else f"{grad} / {c}"))
             else:
                 out.append((0, [], f"{go} * {c}" if op == "sum_c" else go))
@@ -432,6 +478,7 @@ class _Builder:
         statics = {k: v for k, v in ns.items() if k not in _NAMESPACE and k != "__builtins__"}
         n_leaf_lines = len(leaf_names)
         assigned: set[int] = set()
+        backward_start = len(body) - n_leaf_lines
         if root.grad:
             body.append(f"g{root.slot} = grad_seed")
             assigned.add(root.slot)
@@ -464,6 +511,7 @@ class _Builder:
             fn=ns["_loss"],  # type: ignore[arg-type]
             source=source,
             body=body[n_leaf_lines:],
+            backward_start=backward_start,
             leaf_vars={n: f"v{self.leaf_slots[n]}" for n in leaf_names},
             root_var=f"v{root.slot}",
             root_static=root.static,
@@ -540,6 +588,7 @@ class PopulationLoss:
         self._leaf_order = sorted(self.leaves)
         self._fused: dict[int, Callable[..., tuple[Tensor, list[Tensor]]]] = {}
         self.source = ""  # of the last fused function (for inspection)
+        self.fused_failures = 0  # calls that fell back to the group-by-group path
 
     @property
     def num_groups(self) -> int:
@@ -595,6 +644,7 @@ class PopulationLoss:
                                                                     strict=True))),
                 )
             except Exception:  # find the failing group(s) on the per-group path below
+                self.fused_failures += 1
                 logger.debug("fused population loss failed; retrying group by group",
                              exc_info=True)
         # One split per leaf hands every group its slice (cheaper than a narrow per group).
@@ -656,7 +706,15 @@ class PopulationLoss:
             ns[f"SEED{k}"] = torch.full((prog.size, b), 1.0, dtype=dtype) / b
             for name, var in prog.leaf_vars.items():
                 lines.append(f"{rename(var)} = {name}.narrow(0, {start}, {prog.size})")
-            lines += [_SEED.sub(f"SEED{k}", rename(line)) for line in prog.body]
+            body = [_SEED.sub(f"SEED{k}", rename(line)) for line in prog.body]
+            lines += body[: prog.backward_start]
+            static, dynamic = _split_static(
+                body[prog.backward_start:],
+                {rename(name) for name in prog.statics} | {f"SEED{k}"},
+            )
+            if static:  # gradients that do not depend on the data: computed once, here
+                exec("\n".join(static), ns)
+            lines += dynamic
             root = rename(prog.root_var)
             roots.append(f"{root}.expand({prog.size}, {b})" if prog.root_static else root)
             for name in self._grad_leaves:
@@ -670,7 +728,8 @@ class PopulationLoss:
                     grads[name].append(rename(var))
 
         def cat(parts: list[str]) -> str:
-            return parts[0] if len(parts) == 1 else f"torch.cat([{', '.join(parts)}])"
+            # Always a fresh tensor: a part may be a constant shared by every step.
+            return f"torch.cat([{', '.join(parts)}])"
 
         out = ", ".join(cat(parts) for parts in grads.values())
         source = "\n".join([

@@ -12,7 +12,7 @@ setup                                   quiet machine   another job holding ~1 c
 =====================================  ==============  ==================================
 1 process × 1 thread                    ~21             17-18
 1 process × 2 threads                   ~24             1.0-6 (collapse)
-2 processes × 1 thread (default)        ~38             16-18
+2 processes × 1 thread (default)        38-42           16-18
 =====================================  ==============  ==================================
 
 Candidates are split between workers by tree structure (each structure group is evaluated in

@@ -63,6 +63,7 @@ def _check(exprs_: list[Expr], kind: TaskKind, z: torch.Tensor, y: torch.Tensor,
     pl = PopulationLoss(exprs_, reps, kind, C if kind is TaskKind.CLASSIFICATION else None,
                         torch.float64)
     got = pl(z, y)
+    assert pl.fused_failures == 0 and not pl.broken  # the fast path ran
     want_loss, want_grad, _ = _reference(exprs_, kind, z, y, reps)
     for m in range(z.shape[0]):
         label = str(exprs_[pl.order[m // reps]])
@@ -155,6 +156,7 @@ def test_group_by_group_path_matches_the_fused_function_and_isolates_failures() 
 
     pl._fused[B] = boom  # type: ignore[assignment]
     slow = pl(z, y)
+    assert pl.fused_failures == 1
     assert torch.allclose(slow.loss, fused.loss) and torch.allclose(slow.grad, fused.grad)
     # A group whose code raises gets NaN losses and zero gradients; the others are untouched.
     start, prog = pl.programs[1]
