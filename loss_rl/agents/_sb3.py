@@ -73,8 +73,10 @@ class AgentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``config.yaml``."""
-        return {"algo": self.algo, "n_envs": self.n_envs, "policy": self.policy,
-                **self.hyperparams}  # fmt: skip
+        out: dict[str, Any] = {"algo": self.algo, "n_envs": self.n_envs}
+        if not self.is_baseline:
+            out["policy"] = self.policy
+        return {**out, **self.hyperparams}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "") -> AgentConfig:
