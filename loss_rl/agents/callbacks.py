@@ -53,7 +53,7 @@ class SearchState:
         self.evaluator = evaluator
         self.budget = budget
         self.trained_before = trained_before
-        self.max_proposals = max_proposals or 50 * budget
+        self.max_proposals = max_proposals or 10 * budget
         self.best_score: float | None = None
         self.best_expression: str | None = None
         self.started = time.perf_counter()
