@@ -28,7 +28,7 @@ from loss_rl.agents import (
     load_agent_config,
     make_agent,
 )
-from loss_rl.errors import RunError
+from loss_rl.errors import ConfigError, RunError
 from loss_rl.evaluation import Evaluator
 from loss_rl.expr import Expr, TaskKind, parse
 from loss_rl.presets import check_budget, load_env_preset, parse_env_preset
@@ -66,6 +66,8 @@ class Search:
         self.agent_config = AgentConfig.from_dict(config["agent"], config.get("agent_source", ""))
         self.budget = int(config["budget"])
         self.seed = int(config["seed"])
+        self.init_agent = Path(config["init_agent"]) if config.get("init_agent") else None
+        self.train = bool(config.get("train", True))
 
     @classmethod
     def create(
@@ -78,10 +80,48 @@ class Search:
         out: str | Path = "results",
         name: str | None = None,
         command: str | None = None,
+        init_agent: str | Path | None = None,
+        train: bool = True,
     ) -> Search:
-        """Validate the presets and create a new run folder (nothing is trained yet)."""
+        """Validate the presets and create a new run folder (nothing is trained yet).
+
+        Args:
+            env: Env preset name or path.
+            agent: Agent preset name or path, or a finished run folder (its agent and policy:
+                the policy starts from that run's ``agent.zip``).
+            budget: Inner trainings (default: the env preset's).
+            seed: Seed of the agent and environments.
+            out: Parent folder of the run folder.
+            name: Run folder name.
+            command: Command line recorded in ``command.txt``.
+            init_agent: A run folder or ``agent.zip`` whose trained policy this run starts from
+                (fine-tuned, or only rolled out with ``train=False``).
+            train: ``False`` rolls the policy out without learning (needs a trained policy).
+
+        Raises:
+            ConfigError: for bad presets or options (e.g. ``train=False`` without a policy).
+        """
         preset = load_env_preset(env)
-        agent_cfg = load_agent_config(agent, preset.name)
+        if Path(agent).is_dir():
+            # A run folder as the agent: its preset, and its policy as the starting point.
+            source = load_run(agent)
+            init_agent = init_agent or source.path
+            agent_cfg = AgentConfig.from_dict(source.config["agent"], str(source.path))
+        else:
+            agent_cfg = load_agent_config(agent, preset.name)
+        init_path = _policy_file(init_agent) if init_agent is not None else None
+        if init_path is not None and agent_cfg.is_baseline:
+            raise ConfigError(
+                f"{agent_cfg.algo} is not a learning agent; --init-agent needs dqn, ppo or "
+                "maskable_ppo",
+                field="init_agent",
+            )
+        if not train and init_path is None:
+            raise ConfigError(
+                "--no-train only rolls out a trained policy: pass --init-agent RUN or an --agent "
+                "that is a run folder",
+                field="no_train",
+            )
         if budget is not None:
             check_budget(budget, "budget")
         run_budget = int(budget if budget is not None else preset.budget)
@@ -98,6 +138,8 @@ class Search:
             "agent": agent_cfg.to_dict(),
             "budget": run_budget,
             "seed": int(seed),
+            "init_agent": str(init_path.resolve()) if init_path is not None else None,
+            "train": bool(train),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         write_yaml(path / CONFIG, config)
@@ -220,9 +262,15 @@ class Search:
             if replay.is_file() and hasattr(model, "load_replay_buffer"):
                 model.load_replay_buffer(str(replay))
             fresh = False
+        elif self.init_agent is not None:
+            model = _load_compatible(self.agent_config.algo, self.init_agent, vec)
+            fresh = True
         else:
             model = make_agent(self.agent_config, vec, seed=self.seed)
             fresh = True
+        if not self.train:
+            _roll_out(model, vec, state, progress, self.agent_config.uses_masks)
+            return
 
         def save() -> None:
             tmp = self.path / "agent.tmp.zip"
@@ -337,6 +385,57 @@ class Search:
         os.replace(tmp, self.path / SUMMARY)
 
 
+def _policy_file(source: str | Path) -> Path:
+    """``agent.zip`` of a run folder, or the given file."""
+    p = Path(source)
+    f = p / AGENT_FILE if p.is_dir() else p
+    if not f.is_file():
+        raise ConfigError(
+            f"no trained policy at {f}; give a run folder of dqn/ppo/maskable_ppo with an "
+            "agent.zip, or the path of such a file",
+            field="init_agent",
+        )
+    return f
+
+
+def _load_compatible(algo: str, path: Path, vec: Any) -> Any:
+    """Load a saved policy onto ``vec``; a layout mismatch is a clear error."""
+    try:
+        return load_agent(algo, path, env=vec)
+    except (ValueError, KeyError) as err:
+        raise ConfigError(
+            f"the policy in {path} does not fit this env ({err}); a policy transfers only between "
+            "presets with the same search space (space, terms, grids, max_size) and the same "
+            f"algorithm ({algo})",
+            field="init_agent",
+        ) from err
+
+
+def _roll_out(
+    model: Any,
+    vec: Any,
+    state: SearchState,
+    progress: Callable[[Progress], None] | None,
+    masks: bool,
+) -> None:
+    """Roll a trained policy out without learning until the budget is spent.
+
+    The policy samples its actions (``deterministic=False``): a greedy policy would replay one
+    episode, every proposal a cache hit, and never spend the budget.
+    """
+    obs = vec.reset()
+    while not state.done:
+        kwargs = {"action_masks": vec.get_action_masks()} if masks else {}
+        actions, _ = model.predict(obs, deterministic=False, **kwargs)
+        obs, _, _, infos = vec.step(actions)
+        for info in infos:
+            res = info.get("result")
+            if res is not None:
+                state.observe(res.score, res.expression)
+        if progress is not None:
+            progress(state.progress())
+
+
 def task_features(task: TaskConfig, data_seed: int = 0) -> list[float]:
     """A task descriptor the agent can know (never the true noise rate), 8 values within ±10.
 
@@ -394,6 +493,8 @@ def search(
     name: str | None = None,
     progress: Callable[[Progress], None] | None = None,
     command: str | None = None,
+    init_agent: str | Path | None = None,
+    train: bool = True,
 ) -> Run:
     """Run a loss search end to end and return the finished run.
 
@@ -406,11 +507,14 @@ def search(
         name: Run folder name (default: ``<env>_<algo>_s<seed>_<timestamp>``).
         progress: Progress callback (see :class:`loss_rl.agents.Progress`).
         command: Command line recorded in ``command.txt``.
+        init_agent: Start from this run's (or ``agent.zip``'s) trained policy.
+        train: ``False`` only rolls the policy out (no learning).
 
     Returns:
         The run (``.path``, ``.summary``, ``.ledger``, ``.best``).
     """
-    s = Search.create(env, agent, budget=budget, seed=seed, out=out, name=name, command=command)
+    s = Search.create(env, agent, budget=budget, seed=seed, out=out, name=name, command=command,
+                      init_agent=init_agent, train=train)  # fmt: skip
     return s.run(progress)
 
 

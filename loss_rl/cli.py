@@ -339,13 +339,24 @@ def search(
     seed: Annotated[int, typer.Option(help="Seed of the agent and environments.")] = 0,
     out: Annotated[Path, typer.Option(help="Parent folder of the run folder.")] = Path("results"),
     name: Annotated[str | None, typer.Option(help="Run folder name.")] = None,
+    init_agent: Annotated[
+        Path | None,
+        typer.Option(help="Start from the trained policy of this run folder (or agent.zip)."),
+    ] = None,
+    no_train: Annotated[
+        bool, typer.Option("--no-train", help="Only roll the trained policy out (no learning).")
+    ] = False,
 ) -> None:
-    """Search for a loss: the agent edits losses, each scored by a short inner training."""
+    """Search for a loss: the agent edits losses, each scored by a short inner training.
+
+    --agent may also be a run folder: its agent, starting from its trained policy.
+    """
     from loss_rl._search import Search
 
     console = Console()
     s = Search.create(env, agent, budget=budget, seed=seed, out=out, name=name,
-                      command=_command_line())  # fmt: skip
+                      command=_command_line(), init_agent=init_agent,
+                      train=not no_train)  # fmt: skip
     console.print(f"Run folder: {s.path}  (env {s.env_preset.name}, agent {s.agent_config.algo}, "
                   f"budget {s.budget} trainings)")  # fmt: skip
     _print_summary(_run_with_progress(s, console), console)

@@ -177,3 +177,30 @@ def test_ledger_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
     led.close()
     with pytest.raises(RunError, match="newer"):
         Ledger(tmp_path / LEDGER)
+
+
+def test_policy_transfer_init_agent_and_no_train(tmp_path: Path) -> None:
+    first = loss_rl.search(env="tiny", agent="ppo", budget=8, out=tmp_path, name="a")
+    # Fine-tune from the trained policy.
+    tuned = Search.create("tiny", "ppo", budget=8, out=tmp_path, name="b", init_agent=first.path)
+    assert tuned.run(verify_top=False).summary["evaluations"]["trained"] >= 8  # type: ignore[index]
+    # Only roll it out: --agent RUN --no-train.
+    roll = Search.create("tiny", first.path, budget=8, out=tmp_path, name="c", train=False)
+    assert roll.agent_config.algo == "ppo" and not roll.train
+    res = roll.run(verify_top=False)
+    assert res.summary["evaluations"]["trained"] >= 8  # type: ignore[index]
+    assert not (res.path / "agent.zip").exists()  # nothing learned, nothing saved
+
+
+def test_policy_transfer_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--no-train only rolls out"):
+        Search.create("tiny", "ppo", budget=8, out=tmp_path, train=False)
+    with pytest.raises(ConfigError, match="no trained policy"):
+        Search.create("tiny", "ppo", budget=8, out=tmp_path, init_agent=tmp_path)
+    first = loss_rl.search(env="tiny", agent="ppo", budget=8, out=tmp_path, name="a")
+    with pytest.raises(ConfigError, match="not a learning agent"):
+        Search.create("tiny", "random", budget=8, out=tmp_path, init_agent=first.path)
+    other = Search.create("diabetes", "ppo", budget=8, out=tmp_path, name="x",
+                          init_agent=first.path)  # fmt: skip
+    with pytest.raises(ConfigError, match="does not fit this env"):
+        other.run(verify_top=False)
