@@ -31,7 +31,7 @@ from loss_rl.agents import (
 from loss_rl.errors import ConfigError, RunError
 from loss_rl.evaluation import Evaluator
 from loss_rl.expr import Expr, TaskKind, parse
-from loss_rl.presets import check_budget, load_env_preset, parse_env_preset
+from loss_rl.presets import EnvPreset, check_budget, load_env_preset, parse_env_preset
 from loss_rl.store import CONFIG, LEDGER, SUMMARY, Ledger, Run, load_run, write_yaml
 from loss_rl.tasks import TaskConfig
 
@@ -82,6 +82,7 @@ class Search:
         command: str | None = None,
         init_agent: str | Path | None = None,
         train: bool = True,
+        tensorboard: bool = False,
     ) -> Search:
         """Validate the presets and create a new run folder (nothing is trained yet).
 
@@ -97,6 +98,7 @@ class Search:
             init_agent: A run folder or ``agent.zip`` whose trained policy this run starts from
                 (fine-tuned, or only rolled out with ``train=False``).
             train: ``False`` rolls the policy out without learning (needs a trained policy).
+            tensorboard: Log the agent's training to ``tb/`` (needs ``pip install tensorboard``).
 
         Raises:
             ConfigError: for bad presets or options (e.g. ``train=False`` without a policy).
@@ -116,6 +118,14 @@ class Search:
                 "maskable_ppo",
                 field="init_agent",
             )
+        if tensorboard:
+            try:
+                import tensorboard as _tb  # noqa: F401
+            except ImportError as err:
+                raise ConfigError(
+                    "TensorBoard logging needs the tensorboard package: pip install tensorboard",
+                    field="tensorboard",
+                ) from err
         if not train and init_path is None:
             raise ConfigError(
                 "--no-train only rolls out a trained policy: pass --init-agent RUN or an --agent "
@@ -125,6 +135,16 @@ class Search:
         if budget is not None:
             check_budget(budget, "budget")
         run_budget = int(budget if budget is not None else preset.budget)
+        if train and run_budget < agent_cfg.min_budget:
+            what = ("n_steps x n_envs proposals per policy update" if agent_cfg.algo != "dqn"
+                    else "learning_starts transitions before learning")  # fmt: skip
+            raise ConfigError(
+                f"{run_budget} inner trainings are too few for {agent_cfg.algo}, which needs "
+                f"{agent_cfg.min_budget} ({what}, from {agent_cfg.source or 'its preset'}): the "
+                f"run would end before the agent learns anything. Use --budget "
+                f"{agent_cfg.min_budget} or more, or a preset with smaller n_steps / n_envs",
+                field="budget",
+            )
         out_dir = Path(out)
         path = out_dir / name if name else _new_run_dir(out_dir, preset.name, agent_cfg.algo, seed)
         if path.exists() and any(path.iterdir()):
@@ -140,6 +160,7 @@ class Search:
             "seed": int(seed),
             "init_agent": str(init_path.resolve()) if init_path is not None else None,
             "train": bool(train),
+            "tensorboard": bool(tensorboard),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         write_yaml(path / CONFIG, config)
@@ -221,13 +242,7 @@ class Search:
 
     def env_config(self) -> EnvConfig:
         """The MDP configuration: the preset's space, the task's kind and its descriptor."""
-        from loss_rl.envs import EnvConfig
-
-        preset = self.env_preset
-        space = {**preset.space, "kind": preset.task.kind.value}
-        if "task_features" not in space:
-            space["task_features"] = task_features(preset.task, preset.evaluation.data_seed)
-        return EnvConfig.from_dict(space, prefix="env.space")
+        return env_config(self.env_preset)
 
     def _run_baseline(
         self, evaluator: Evaluator, state: SearchState, progress: Callable[[Progress], None] | None
@@ -268,6 +283,8 @@ class Search:
         else:
             model = make_agent(self.agent_config, vec, seed=self.seed)
             fresh = True
+        if self.config.get("tensorboard"):
+            model.tensorboard_log = str(self.path / "tb")
         if not self.train:
             _roll_out(model, vec, state, progress, self.agent_config.uses_masks)
             return
@@ -383,6 +400,29 @@ class Search:
         tmp = self.path / "summary.tmp.json"
         tmp.write_text(json.dumps(summary, indent=2, default=float))
         os.replace(tmp, self.path / SUMMARY)
+
+
+def env_config(preset: EnvPreset) -> EnvConfig:
+    """The MDP configuration of an env preset: its space, the task's kind and descriptor."""
+    from loss_rl.envs import EnvConfig
+
+    space = {**preset.space, "kind": preset.task.kind.value}
+    if "task_features" not in space:
+        space["task_features"] = task_features(preset.task, preset.evaluation.data_seed)
+    return EnvConfig.from_dict(space, prefix="env.space")
+
+
+def make_env(preset: str | Path = DEFAULT_ENV, **kwargs: Any) -> Any:
+    """A :class:`~loss_rl.envs.LossDesignEnv` for an env preset, scored by the real evaluator.
+
+    This is the entry point of the gymnasium ids ``loss_rl/<preset>-v0`` (e.g.
+    ``gymnasium.make("loss_rl/digits_noisy-v0")``). Evaluations are cached in memory only.
+    """
+    from loss_rl.envs import LossDesignEnv
+
+    p = load_env_preset(preset)
+    evaluator = Evaluator(p.task, seeds=p.evaluation.seeds, data_seed=p.evaluation.data_seed)
+    return LossDesignEnv(env_config(p), evaluator=evaluator, **kwargs)
 
 
 def _policy_file(source: str | Path) -> Path:
@@ -542,4 +582,6 @@ def list_runs(root: str | Path = "results") -> list[Run]:
     return runs
 
 
-__all__: Sequence[str] = ["Search", "list_runs", "resume", "search", "task_features"]
+__all__: Sequence[str] = [
+    "Search", "env_config", "list_runs", "make_env", "resume", "search", "task_features",
+]  # fmt: skip

@@ -346,6 +346,9 @@ def search(
     no_train: Annotated[
         bool, typer.Option("--no-train", help="Only roll the trained policy out (no learning).")
     ] = False,
+    tensorboard: Annotated[
+        bool, typer.Option("--tensorboard", help="Log the agent's training to RUN/tb/.")
+    ] = False,
 ) -> None:
     """Search for a loss: the agent edits losses, each scored by a short inner training.
 
@@ -356,7 +359,7 @@ def search(
     console = Console()
     s = Search.create(env, agent, budget=budget, seed=seed, out=out, name=name,
                       command=_command_line(), init_agent=init_agent,
-                      train=not no_train)  # fmt: skip
+                      train=not no_train, tensorboard=tensorboard)  # fmt: skip
     console.print(f"Run folder: {s.path}  (env {s.env_preset.name}, agent {s.agent_config.algo}, "
                   f"budget {s.budget} trainings)")  # fmt: skip
     _print_summary(_run_with_progress(s, console), console)
@@ -406,6 +409,103 @@ def runs(
             str(best.get("expression", "—")), _fmt(best.get("val_score")), _fmt(test),
         )  # fmt: skip
     console.print(table)
+
+
+@app.command("inspect")
+def inspect_command(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="The run folder to inspect; more runs are overlaid on its plots."),
+    ],
+    html: Annotated[bool, typer.Option("--html", help="Also write RUN/report.html.")] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary (JSON) only.")
+    ] = False,
+    top: Annotated[int, typer.Option("--top", help="How many of the best losses to list.")] = 5,
+    no_rollout: Annotated[
+        bool, typer.Option("--no-rollout", help="Skip the policy rollout and edit usage.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the policy rollouts.")] = 0,
+) -> None:
+    """Inspect a run: summary, what the policy learned, plots (RUN/plots/), HTML report."""
+    import json
+
+    from loss_rl.inspect import inspect_run, rollout_rows
+
+    if top < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--top")
+    ins = inspect_run(runs[0], runs[1:], top=top, rollout_policy=not no_rollout, seed=seed)
+    report = ins.write_html() if html else None
+    if json_:
+        data = ins.to_dict()
+        if report is not None:
+            data["report"] = str(report)
+        print(json.dumps(data, indent=2))  # plain stdout: rich would wrap and restyle it
+        return
+    console = Console()
+    s = ins.summary
+    ev = s["evaluations"]
+    facts = Table(title=f"run {s['name']}", title_justify="left", show_header=False)
+    facts.add_column(style="bold cyan", no_wrap=True)
+    facts.add_column(overflow="fold")
+    wall = _fmt(s["wall_seconds"], 1) + (" (estimated)" if s["wall_seconds_estimated"] else "")
+    for key, value in (
+        ("folder", s["run"]), ("status", s["status"]), ("env / task", f"{s['env']}: {s['task']}"),
+        ("agent", s["agent"]), ("budget used", f"{ev['trained']} / {s['budget']} trainings"),
+        ("wall time (s)", wall), ("evaluations/s", _fmt(s["evals_per_second"], 2)),
+        ("resolved without training",
+         f"{_fmt(s['resolved_without_training'], 3)} of {ev['proposed']} proposals"),
+        ("reference (CE) val", _fmt(s["reference_score"])),
+    ):  # fmt: skip
+        facts.add_row(key, Text(str(value)))
+    console.print(facts)
+    best = s.get("best")
+    if best:
+        console.print(Text.assemble(("Best loss ", "bold"), (str(best["expression"]), "green"),
+                                    f"  (val {_fmt(best.get('val_score'))})"))  # fmt: skip
+    topk = Table(title=f"top {len(s['top'])} losses (validation)", title_justify="left")
+    for col in ("#", "loss", "val score"):
+        topk.add_column(col, overflow="fold" if col == "loss" else "ellipsis")
+    for row in s["top"]:
+        topk.add_row(str(row["rank"]), Text(row["expression"]), _fmt(row["score"]))
+    console.print(topk)
+    ver = s.get("verification")
+    if ver:
+        title = (f"verification: {ver.get('steps')} steps, "
+                 f"{len(ver.get('seeds') or [])} fresh seeds, test split")  # fmt: skip
+        console.print(_verification_table(ver["table"], ver.get("metric", "score"), title))
+    if ins.rollout is not None:
+        r = ins.rollout
+        rows = rollout_rows(r)
+        kind = "greedy" if r.deterministic else "sampled"
+        table = Table(title=f"policy: {kind} rollout ({r.algo}, seed {r.seed}), start {r.start}",
+                      title_justify="left")  # fmt: skip
+        for col in rows[0] if rows else ():
+            table.add_column(col, overflow="fold")
+        for row in rows:
+            table.add_row(*(Text(v) for v in row.values()))
+        console.print(table)
+        usage = Table(title="edit usage of the final policy (sampled episodes)",
+                      title_justify="left")  # fmt: skip
+        for col in ("edit", "count", "share"):
+            usage.add_column(col)
+        for u in ins.usage.head(10).itertuples(index=False):
+            usage.add_row(Text(str(u.edit)), str(u.count), f"{u.share:.2f}")
+        console.print(usage)
+    if len(ins.outcomes):
+        out = Table(title="proposals over training", title_justify="left")
+        for col in ("part", "proposals", "new", "cached", "rejected", "mean ok score", "best"):
+            out.add_column(col)
+        for o in ins.outcomes.itertuples(index=False):
+            out.add_row(o.part, str(o.proposals), f"{o.new:.2f}", f"{o.cached:.2f}",
+                        f"{o.rejected:.2f}", _fmt(o.score), _fmt(o.best))  # fmt: skip
+        console.print(out)
+    for note in ins.missing:
+        console.print(Text(f"missing: {note}", style="yellow"))
+    for name, path in ins.plots.items():
+        console.print(f"plot {name}: {path}")
+    if report is not None:
+        console.print(f"report: {report}")
 
 
 @app.command(context_settings=_EXPRESSION_ARGS)

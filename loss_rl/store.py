@@ -242,6 +242,55 @@ class Run:
         row = top.iloc[0]
         return {"expression": row["expression"], "key": row["key"], "val_score": row["score"]}
 
+    # Inspection (loss_rl.inspect, imported on use: it needs matplotlib and the RL stack).
+
+    @property
+    def agent(self) -> Any:
+        """The saved SB3 agent (``agent.zip``), loaded on each access; ``None`` without one.
+
+        Raises:
+            RunError: if ``agent.zip`` exists but cannot be loaded.
+        """
+        from loss_rl.inspect import load_policy
+
+        return load_policy(self)
+
+    def rollout(self, **kwargs: Any) -> Any:
+        """An episode of the trained agent (see :func:`loss_rl.inspect.rollout`)."""
+        from loss_rl.inspect import rollout
+
+        return rollout(self, **kwargs)
+
+    def plot_best_so_far(self, others: Sequence[Run] = (), path: str | Path | None = None) -> Path:
+        """PNG of the best validation score against inner trainings; returns its path."""
+        from loss_rl.inspect import plot_best_so_far
+
+        return plot_best_so_far(self, others, path)
+
+    def plot_loss_curve(self, path: str | Path | None = None) -> Path:
+        """PNG of the best loss and its gradient against p_y next to CE, MAE and GCE."""
+        from loss_rl.inspect import plot_loss_curve
+
+        return plot_loss_curve(self, path)
+
+    def plot_scores(self, path: str | Path | None = None) -> Path:
+        """PNG of the distribution of scores and of rejection reasons."""
+        from loss_rl.inspect import plot_scores
+
+        return plot_scores(self, path)
+
+    def plot_rewards(self, path: str | Path | None = None) -> Path:
+        """PNG of the (reconstructed) return per episode."""
+        from loss_rl.inspect import plot_rewards
+
+        return plot_rewards(self, path)
+
+    def report_html(self, path: str | Path | None = None, **kwargs: Any) -> Path:
+        """Write the self-contained HTML report (default ``<run>/report.html``)."""
+        from loss_rl.inspect import report_html
+
+        return report_html(self, path, **kwargs)
+
 
 def is_run(path: str | Path) -> bool:
     """Whether ``path`` looks like a run folder."""

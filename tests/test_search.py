@@ -63,10 +63,10 @@ def test_default_search_on_tiny_writes_a_complete_run_folder(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("algo", ["dqn", "ppo", "maskable_ppo", "random", "evolution", "optuna"])
 def test_every_agent_runs_a_search(tmp_path: Path, algo: str) -> None:
-    s = Search.create("tiny", algo, budget=8, out=tmp_path, name=algo)
+    s = Search.create("tiny", algo, budget=16, out=tmp_path, name=algo)
     run = s.run(verify_top=False)
     assert run.summary is not None
-    assert run.summary["evaluations"]["trained"] >= 8
+    assert run.summary["evaluations"]["trained"] >= 16
     assert run.summary["agent"] == algo
     assert (run.path / "agent.zip").is_file() == (algo in ("dqn", "ppo", "maskable_ppo"))
     if algo == "dqn":
@@ -78,7 +78,7 @@ def test_every_agent_runs_a_search(tmp_path: Path, algo: str) -> None:
 
 
 def test_resume_of_a_finished_run_trains_nothing_new(tmp_path: Path) -> None:
-    run = loss_rl.search(env="tiny", agent="ppo", budget=8, out=tmp_path, name="r")
+    run = loss_rl.search(env="tiny", agent="ppo", budget=16, out=tmp_path, name="r")
     before = run.summary["evaluations"]["trained"]  # type: ignore[index]
     again = loss_rl.resume(run.path)
     assert again.summary["evaluations"]["trained"] == before  # type: ignore[index]
@@ -154,6 +154,10 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path: Path) -> None:
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="budget"):
         Search.create("tiny", "ppo", budget=0, out=tmp_path)
+    with pytest.raises(ConfigError, match="too few for ppo, which needs 16") as info:
+        Search.create("tiny", "ppo", budget=8, out=tmp_path)
+    assert info.value.field == "budget"
+    Search.create("tiny", "random", budget=1, out=tmp_path, name="one")  # baselines: any budget
     with pytest.raises(ConfigError, match="unknown env preset 'nope'"):
         Search.create("nope", "ppo", out=tmp_path)
     with pytest.raises(ConfigError, match="unknown agent preset"):
@@ -180,9 +184,9 @@ def test_ledger_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 def test_policy_transfer_init_agent_and_no_train(tmp_path: Path) -> None:
-    first = loss_rl.search(env="tiny", agent="ppo", budget=8, out=tmp_path, name="a")
+    first = loss_rl.search(env="tiny", agent="ppo", budget=16, out=tmp_path, name="a")
     # Fine-tune from the trained policy.
-    tuned = Search.create("tiny", "ppo", budget=8, out=tmp_path, name="b", init_agent=first.path)
+    tuned = Search.create("tiny", "ppo", budget=16, out=tmp_path, name="b", init_agent=first.path)
     assert tuned.run(verify_top=False).summary["evaluations"]["trained"] >= 8  # type: ignore[index]
     # Only roll it out: --agent RUN --no-train.
     roll = Search.create("tiny", first.path, budget=8, out=tmp_path, name="c", train=False)
@@ -196,11 +200,11 @@ def test_policy_transfer_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--no-train only rolls out"):
         Search.create("tiny", "ppo", budget=8, out=tmp_path, train=False)
     with pytest.raises(ConfigError, match="no trained policy"):
-        Search.create("tiny", "ppo", budget=8, out=tmp_path, init_agent=tmp_path)
-    first = loss_rl.search(env="tiny", agent="ppo", budget=8, out=tmp_path, name="a")
+        Search.create("tiny", "ppo", budget=16, out=tmp_path, init_agent=tmp_path)
+    first = loss_rl.search(env="tiny", agent="ppo", budget=16, out=tmp_path, name="a")
     with pytest.raises(ConfigError, match="not a learning agent"):
         Search.create("tiny", "random", budget=8, out=tmp_path, init_agent=first.path)
-    other = Search.create("diabetes", "ppo", budget=8, out=tmp_path, name="x",
+    other = Search.create("diabetes", "ppo", budget=64, out=tmp_path, name="x",
                           init_agent=first.path)  # fmt: skip
     with pytest.raises(ConfigError, match="does not fit this env"):
         other.run(verify_top=False)

@@ -67,6 +67,25 @@ class AgentConfig:
         return self.algo not in ALGOS
 
     @property
+    def min_budget(self) -> int:
+        """Fewest inner trainings with which the agent learns at all.
+
+        PPO updates its policy after ``n_steps × n_envs`` proposals and DQN starts learning after
+        ``learning_starts`` transitions; a smaller budget would end before either (each proposal
+        costs at most one training, so this many trainings guarantee that many proposals).
+        """
+        import inspect
+
+        if self.is_baseline:
+            return 1
+        params = inspect.signature(ALGOS[self.algo].__init__).parameters
+        if self.algo == "dqn":
+            starts = self.hyperparams.get("learning_starts", params["learning_starts"].default)
+            return max(int(starts), self.n_envs)
+        n_steps = self.hyperparams.get("n_steps", params["n_steps"].default)
+        return int(n_steps) * self.n_envs
+
+    @property
     def uses_masks(self) -> bool:
         """Whether the algorithm consumes ``action_masks()``."""
         return self.algo == "maskable_ppo"

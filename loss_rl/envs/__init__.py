@@ -27,6 +27,20 @@ if ENV_ID not in gymnasium.registry:  # importing twice (or reloading) must not 
         nondeterministic=True,
     )
 
+
+def _register_presets() -> None:
+    # One id per shipped env preset, scored by the real evaluator of its task.
+    from loss_rl.presets import list_presets
+
+    for name in list_presets("envs"):
+        env_id = f"loss_rl/{name}-v0"
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point="loss_rl._search:make_env",
+                               kwargs={"preset": name}, nondeterministic=True)  # fmt: skip
+
+
+_register_presets()
+
 __all__ = [
     "DEFAULT_PARAM_GRIDS",
     "DEFAULT_TERMS",

@@ -15,8 +15,12 @@ tensors dominates). This module instead
   sharing repeated subtrees; guards (``exp`` clamp, protected ``log``/``sqrt``/division) take
   their masked path only when a guard is actually active;
 * splices all groups into one generated function per batch size, so a step costs one Python
-  call. If it raises, the groups run one by one and a failing group's models get NaN losses
-  (the trainer marks them diverged) while the others are unaffected.
+  call. The generated source is assembled only from this module's fixed operator templates and
+  generated local names (``v3``, ``g3_1``, ...); constants enter through the namespace as
+  tensors, never as text. No text of a loss spec or of a user ever reaches ``exec``: specs are
+  parsed into validated trees by :func:`loss_rl.expr.parse` first.
+  If the generated function raises, the groups run one by one and a failing group's models get
+  NaN losses (the trainer marks them diverged) while the others are unaffected.
 
 Semantics are those of :func:`loss_rl.expr.compile_loss` (same guards, same special cases for
 ``log(p)``, ``log(p_y)`` and integer powers — decided by the compiler's own

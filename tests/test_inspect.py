@@ -1,0 +1,145 @@
+"""Inspecting runs: summary, policy rollouts, plots, HTML/JSON reports, and incomplete runs."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from loss_rl import Search
+from loss_rl.cli import app
+from loss_rl.inspect import PLOT_FILES, inspect_run
+from loss_rl.store import Run, load_run
+
+runner = CliRunner()
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """One tiny search per kind of agent: a masked policy, a Q-network, and a baseline."""
+    out = tmp_path_factory.mktemp("runs")
+    return {
+        algo: Search.create("tiny", algo, budget=16, out=out, name=algo).run(verify_top=False)
+        for algo in ("maskable_ppo", "dqn", "random")
+    }
+
+
+def _copy(run: Run, dest: Path) -> Path:
+    shutil.copytree(run.path, dest)
+    shutil.rmtree(dest / "plots", ignore_errors=True)
+    (dest / "report.html").unlink(missing_ok=True)
+    return dest
+
+
+def _assert_png(path: Path) -> None:
+    from matplotlib.image import imread
+
+    data = path.read_bytes()
+    assert data.startswith(PNG), path
+    assert len(data) > 8_000, f"{path} is only {len(data)} bytes"
+    assert imread(path)[..., :3].std() > 0.02, f"{path} looks blank"
+
+
+def test_inspect_writes_plots_and_a_self_contained_report(runs: dict[str, Run]) -> None:
+    run = runs["maskable_ppo"]
+    res = runner.invoke(app, ["inspect", str(run.path), str(runs["random"].path), "--html"])
+    assert res.exit_code == 0, res.output
+    for file in PLOT_FILES.values():
+        _assert_png(run.path / "plots" / file)
+    best = str(run.best["expression"])  # type: ignore[index]
+    assert "greedy rollout" in res.output and "top-3" in res.output
+    page = (run.path / "report.html").read_text()
+    assert html.escape(best) in page
+    assert page.count("data:image/png;base64,") == len(PLOT_FILES)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "not self-contained"
+
+
+def test_report_opens_in_headless_chromium(runs: dict[str, Run], tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed: apt-get install chromium")
+    run = runs["maskable_ppo"]
+    report = run.report_html(tmp_path / "report.html", rollout_policy=False)
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+         report.resolve().as_uri()],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert html.escape(str(run.best["expression"])) in dom  # type: ignore[index]
+
+
+def test_json_summary_is_machine_readable(runs: dict[str, Run]) -> None:
+    run = runs["maskable_ppo"]
+    res = runner.invoke(app, ["inspect", str(run.path), "--json", "--no-rollout", "--top", "2"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["best"]["expression"] == run.best["expression"]  # type: ignore[index]
+    assert len(data["top"]) <= 2 and data["agent"] == "maskable_ppo"
+    assert data["evaluations"]["trained"] >= 16 and data["rollout"] is None
+    assert set(data["plots"]) == set(PLOT_FILES)
+
+
+@pytest.mark.parametrize(("algo", "quantity"), [("maskable_ppo", "probability"),
+                                                 ("dqn", "q_value")])  # fmt: skip
+def test_rollouts_are_deterministic_for_a_seed(
+    runs: dict[str, Run], algo: str, quantity: str
+) -> None:
+    run = runs[algo]
+    assert run.agent is not None
+    for greedy in (True, False):
+        a = run.rollout(seed=3, deterministic=greedy, train=False)
+        b = run.rollout(seed=3, deterministic=greedy, train=False)
+        assert a.to_dict() == b.to_dict()
+    steps = a.steps
+    assert a.quantity == quantity and steps and len(steps[0].top) == 3
+    assert steps[0].expression == a.start and steps[0].value is not None
+    if quantity == "probability":
+        assert all(0.0 <= p <= 1.0 for s in steps for _, p in s.top)
+
+
+def test_baseline_run_has_no_policy_but_everything_else(runs: dict[str, Run]) -> None:
+    run = runs["random"]
+    assert run.agent is None
+    res = runner.invoke(app, ["inspect", str(run.path)])
+    assert res.exit_code == 0, res.output
+    assert "no policy" in res.output and "baseline" in res.output
+    for file in PLOT_FILES.values():
+        _assert_png(run.path / "plots" / file)
+
+
+def test_interrupted_run_without_agent_still_inspects(runs: dict[str, Run], tmp_path: Path) -> None:
+    path = _copy(runs["maskable_ppo"], tmp_path / "cut")
+    (path / "summary.json").unlink()
+    (path / "agent.zip").unlink()
+    ins = inspect_run(path)
+    text = " ".join(ins.missing)
+    assert "no summary.json" in text and "no agent.zip" in text
+    assert ins.rollout is None and ins.summary["wall_seconds_estimated"]
+    assert ins.summary["best"] is not None
+    assert (path / "plots" / PLOT_FILES["best_so_far"]).is_file()
+
+
+def test_run_from_a_newer_version_shows_what_it_can(runs: dict[str, Run], tmp_path: Path) -> None:
+    path = _copy(runs["maskable_ppo"], tmp_path / "future")
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    config["version"] = 99
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    ins = inspect_run(load_run(path))
+    assert ins.rollout is None and any("newer loss_rl" in n for n in ins.missing)
+    assert ins.summary["top"]
+
+
+def test_not_a_run_is_a_clear_error(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["inspect", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "not a run folder" in res.output
