@@ -46,7 +46,8 @@ def fresh_seeds(n: int) -> list[int]:
     return [VERIFY_SEED_OFFSET + i for i in range(n)]
 
 
-def _t_interval(x: np.ndarray) -> tuple[float, float, float]:
+def t_interval(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95 % t interval ``(mean, low, high)`` of ``x``."""
     from scipy import stats
 
     n = len(x)
@@ -57,8 +58,8 @@ def _t_interval(x: np.ndarray) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean paired difference a - b and its two-sided paired t-test p-value."""
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean paired difference ``a - b`` over seeds finite in both, and its paired t-test p."""
     from scipy import stats
 
     ok = np.isfinite(a) & np.isfinite(b)
@@ -146,11 +147,11 @@ def verify(
     for i, name in enumerate(names):
         s = scores[i]
         finite = s[np.isfinite(s)]
-        mean, lo, hi = _t_interval(finite) if len(finite) else (math.nan,) * 3
-        d_ce, p_ce = (
-            _paired(s, scores[names.index(ce_name)]) if ce_name in names else (math.nan,) * 2
-        )
-        d_best, p_best = _paired(s, scores[names.index(best_ref)])
+        mean, lo, hi = t_interval(finite) if len(finite) else (math.nan,) * 3
+        d_ce, p_ce = (math.nan, math.nan)
+        if ce_name in names:
+            d_ce, p_ce = paired_difference(s, scores[names.index(ce_name)])
+        d_best, p_best = paired_difference(s, scores[names.index(best_ref)])
         rows.append([
             name, str(exprs[i]), mean, lo, hi,
             float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan,

@@ -38,8 +38,8 @@ Reduction = Literal["mean", "sum", "none"]
 _SQRT_EPS = 1e-12
 
 
-class _Ctx:
-    """Lazily computed leaves for one call."""
+class LeafContext:
+    """Lazily computed leaf values of one call (shared with the meta-learning evaluator)."""
 
     def __init__(self, input: Tensor, target: Tensor, kind: TaskKind) -> None:
         self.input = input
@@ -92,7 +92,7 @@ class _Ctx:
         raise LossSpecError(f"leaf {name!r} is not available here", field="leaf")
 
 
-_Fn = Callable[[_Ctx], Tensor]
+_Fn = Callable[[LeafContext], Tensor]
 
 
 def _to_vec(x: Tensor) -> Tensor:
@@ -161,7 +161,7 @@ def _build_node(node: Expr) -> _Fn:
         lb = _log_of(base)
         e = _build_node(expo)
 
-        def _pow(ctx: _Ctx) -> Tensor:
+        def _pow(ctx: LeafContext) -> Tensor:
             lv, ev = lb(ctx), e(ctx)
             if vec_base:
                 lv = _to_vec(lv)
@@ -236,7 +236,7 @@ class CompiledLoss:
         return (CompiledLoss, (self.expr, self.kind))
 
     def __call__(self, input: Tensor, target: Tensor) -> Tensor:
-        ctx = _Ctx(input, target, self.kind)
+        ctx = LeafContext(input, target, self.kind)
         out = self._fn(ctx)
         if out.shape != ctx.sample_shape:
             out = out.expand(ctx.sample_shape)

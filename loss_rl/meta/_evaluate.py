@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from loss_rl.expr import TaskKind
 from loss_rl.tasks import TaskConfig, TaskData, build_model, derive_seed, load_task
-from loss_rl.verify import fresh_seeds
+from loss_rl.verify import fresh_seeds, paired_difference, t_interval
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -91,31 +91,6 @@ def train_plain(
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         return None
     return model
-
-
-def t_interval(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95 % t interval ``(mean, low, high)``."""
-    from scipy import stats
-
-    m = float(np.mean(x))
-    if len(x) < 2:
-        return m, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, len(x) - 1) * np.std(x, ddof=1) / math.sqrt(len(x)))
-    return m, m - half, m + half
-
-
-def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean paired difference ``a - b`` over seeds finite in both, and its paired t-test p."""
-    from scipy import stats
-
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if len(a) < 2:
-        return math.nan, math.nan
-    d = a - b
-    if np.allclose(d, d[0]):
-        return float(d.mean()), (1.0 if abs(d[0]) < 1e-12 else 0.0)
-    return float(d.mean()), float(stats.ttest_rel(a, b).pvalue)
 
 
 def compare_modules(

@@ -32,12 +32,13 @@ from torch import Tensor
 from loss_rl.errors import ConfigError, LossSpecError
 from loss_rl.expr import Expr, TaskKind, check, parse, task_kind
 from loss_rl.meta._episodes import TaskEpisodes
-from loss_rl.meta._evaluate import compare_modules, paired_difference
+from loss_rl.meta._evaluate import compare_modules
 from loss_rl.meta._neural import NeuralLoss, export_neural_loss
 from loss_rl.meta._outer import MetaHistory, MetaProgress, OuterConfig, meta_optimize
 from loss_rl.meta._symbolic import SymbolicLoss, dead_constants
 from loss_rl.meta._unroll import InnerConfig
 from loss_rl.tasks import TaskConfig
+from loss_rl.verify import paired_difference
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from loss_rl.expr import (
     task_kind,
 )
 from loss_rl.expr._canonical import integer_exponent
-from loss_rl.expr._compile import safe_denominator, safe_log
+from loss_rl.expr._compile import LeafContext, safe_denominator, safe_log
 from loss_rl.expr._nodes import EXP_MAX
 from loss_rl.expr._probes import probes
 
@@ -93,55 +93,7 @@ def constants_of(expr: Expr, *, learn_integer_exponents: bool = False) -> list[C
     return out
 
 
-class _Leaves:
-    """Lazily computed leaves of one call (mirrors ``loss_rl.expr._compile._Ctx``)."""
-
-    def __init__(self, input: Tensor, target: Tensor, kind: TaskKind) -> None:
-        self.input, self.target, self.kind = input, target, kind
-        self.cache: dict[str, Tensor] = {}
-        if kind is TaskKind.CLASSIFICATION:
-            self.num_classes = input.shape[-1]
-            self.sample_shape = input.shape[:-1]
-            self.soft = target.is_floating_point()
-        else:
-            self.num_classes = 1
-            self.sample_shape = torch.broadcast_shapes(input.shape, target.shape)
-            self.soft = False
-
-    def get(self, name: str) -> Tensor:
-        v = self.cache.get(name)
-        if v is None:
-            v = self._compute(name)
-            self.cache[name] = v
-        return v
-
-    def _compute(self, name: str) -> Tensor:
-        z, y = self.input, self.target
-        if name == "z" or name == "pred":
-            return z
-        if name == "log_p":
-            return F.log_softmax(z, dim=-1)
-        if name == "p":
-            return F.softmax(z, dim=-1)
-        if name == "t":
-            return y.to(z.dtype) if self.soft else F.one_hot(y, self.num_classes).to(z.dtype)
-        if name == "log_p_y":
-            if self.soft:
-                return (self.get("t") * self.get("log_p")).sum(-1)
-            idx = y.expand(self.sample_shape).unsqueeze(-1)
-            return self.get("log_p").gather(-1, idx).squeeze(-1)
-        if name == "p_y":
-            if self.soft:
-                return (self.get("t") * self.get("p")).sum(-1)
-            return self.get("log_p_y").exp()
-        if name == "target":
-            return y.to(z.dtype)
-        if name == "residual":
-            return z - y.to(z.dtype)
-        raise LossSpecError(f"leaf {name!r} is not available here", field="leaf")
-
-
-_Fn = Callable[[_Leaves, Tensor], Tensor]
+_Fn = Callable[[LeafContext, Tensor], Tensor]
 
 
 def _to_vec(x: Tensor) -> Tensor:
@@ -194,7 +146,7 @@ class _Builder:
         if isinstance(node, Leaf) and node.name in ("p_y", "p"):
             self._skip(node)
             name = "log_" + node.name
-            return lambda c, th: c.get(name)
+            return lambda c, th: c.leaf(name)
         inner = self._node(node)
         return lambda c, th: safe_log(inner(c, th))
 
@@ -203,7 +155,7 @@ class _Builder:
         self._pos += 1
         if isinstance(node, Leaf):
             name = node.name
-            return lambda c, th: c.get(name)
+            return lambda c, th: c.leaf(name)
         if isinstance(node, Const):
             slot = self._slot.get(pos)
             value = node.value
@@ -238,7 +190,7 @@ class _Builder:
             lb = self._log_of(base)
             e = self._node(expo)
 
-            def _pow(c: _Leaves, th: Tensor) -> Tensor:
+            def _pow(c: LeafContext, th: Tensor) -> Tensor:
                 lv, ev = lb(c, th), e(c, th)
                 if vec:
                     lv = lv if base_vec else _to_vec(lv)
@@ -329,7 +281,7 @@ class SymbolicLoss(nn.Module):
 
     def per_sample(self, input: Tensor, target: Tensor, theta: Tensor | None = None) -> Tensor:
         """Per-sample loss with the current constants (or with ``theta`` if given)."""
-        leaves = _Leaves(input, target, self.kind)
+        leaves = LeafContext(input, target, self.kind)
         out = self._fn(leaves, self.values() if theta is None else theta)
         if out.shape != leaves.sample_shape:
             out = out.expand(leaves.sample_shape)
