@@ -494,11 +494,13 @@ def inspect_command(
         console.print(usage)
     if len(ins.outcomes):
         out = Table(title="proposals over training", title_justify="left")
-        for col in ("part", "proposals", "new", "cached", "rejected", "mean ok score", "best"):
-            out.add_column(col)
+        for col in ("part", "proposals", "new", "cached", "rejected", "mean ok score", "best",
+                    "edits used most"):  # fmt: skip
+            out.add_column(col, overflow="fold" if col == "edits used most" else "ellipsis")
         for o in ins.outcomes.itertuples(index=False):
             out.add_row(o.part, str(o.proposals), f"{o.new:.2f}", f"{o.cached:.2f}",
-                        f"{o.rejected:.2f}", _fmt(o.score), _fmt(o.best))  # fmt: skip
+                        f"{o.rejected:.2f}", _fmt(o.score), _fmt(o.best),
+                        Text(o.top_edits or "—"))  # fmt: skip
         console.print(out)
     for note in ins.missing:
         console.print(Text(f"missing: {note}", style="yellow"))

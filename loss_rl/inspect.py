@@ -508,7 +508,9 @@ def outcomes_over_training(run: Run, parts: int = 4) -> pd.DataFrame:
 
     Returns:
         Per part: ``proposals``, shares ``new`` (trained), ``cached`` and ``rejected``, the mean
-        ok ``score`` of the part's proposals and the ``best`` so far at its end.
+        ok ``score`` of the part's proposals, the ``best`` so far at its end, and ``top_edits``:
+        the three edits the agent used most in that part, with their shares (from the ledger's
+        ``action`` column; empty for runs recorded before it existed).
     """
     df = run.ledger
     df = df[df["episode"].notna()].reset_index(drop=True)
@@ -531,8 +533,22 @@ def outcomes_over_training(run: Run, parts: int = 4) -> pd.DataFrame:
             "rejected": float((chunk["source"] == "check").mean()),
             "score": float(ok.mean()) if not ok.empty else None,
             "best": best if best > -math.inf else None,
+            "top_edits": _top_edits(chunk),
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def outcomes_recorded_actions(run: Run) -> bool:
+    """Whether the run's ledger recorded the edit behind each proposal (ledger schema >= 2)."""
+    df = run.ledger
+    return "action" in df and bool(df["action"].notna().any())
+
+
+def _top_edits(chunk: pd.DataFrame, k: int = 3) -> str:
+    if "action" not in chunk or chunk["action"].isna().all():
+        return ""
+    fams = chunk["action"].dropna().map(_edit_family).value_counts(normalize=True).head(k)
+    return ", ".join(f"{name} {share:.0%}" for name, share in fams.items())
 
 
 def episode_rewards(run: Run) -> pd.DataFrame:
@@ -956,11 +972,10 @@ def inspect_run(
             usage = action_usage(run, episodes=usage_episodes, seed=seed, model=model)
         except LossRLError as err:
             notes.append(f"policy inspection failed: {err}")
-    if roll is not None:
+    if roll is not None and not outcomes_recorded_actions(run):
         notes.append(
-            "edit usage during training is not recorded (the ledger stores losses, not actions, "
-            "and only the last agent checkpoint is kept): usage is the final policy's, and the "
-            "change over training is shown as proposal outcomes per quarter of the run"
+            "this run's ledger predates the `action` column: edit usage during training is not "
+            "recorded, only the final policy's usage is shown"
         )
     return Inspection(
         run=run,

@@ -29,7 +29,7 @@ import yaml
 from loss_rl.errors import RunError
 from loss_rl.evaluation import EvalResult, Status
 
-LEDGER_SCHEMA_VERSION = 1
+LEDGER_SCHEMA_VERSION = 2  # 2: the `action` column (the edit that proposed a candidate)
 LEDGER = "ledger.sqlite"
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
@@ -51,6 +51,7 @@ _COLUMNS = (
     "env_index",
     "batch",
     "created",
+    "action",
 )
 
 
@@ -87,9 +88,15 @@ class Ledger:
             "key TEXT NOT NULL, expression TEXT, fingerprint TEXT, status TEXT NOT NULL, "
             "score REAL, metrics TEXT, fidelity INTEGER, seeds TEXT, source TEXT, reason TEXT, "
             "seconds REAL, episode INTEGER, step INTEGER, env_index INTEGER, batch INTEGER, "
-            "created REAL)"
+            "created REAL, action TEXT)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS ix_key ON evaluations(key)")
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(evaluations)")}
+        if "action" not in cols:  # a version-1 ledger: add the column, keep every row
+            self._db.execute("ALTER TABLE evaluations ADD COLUMN action TEXT")
+        self._db.execute(
+            "UPDATE meta SET value=? WHERE name='schema_version'", (str(LEDGER_SCHEMA_VERSION),)
+        )
         self._db.commit()
 
     def close(self) -> None:
@@ -126,6 +133,7 @@ class Ledger:
                 c.get("env_index"),
                 batch,
                 now,
+                c.get("action"),
             )
             for r, c in zip(results, ctxs, strict=True)
         ]

@@ -143,3 +143,40 @@ def test_not_a_run_is_a_clear_error(tmp_path: Path) -> None:
     res = runner.invoke(app, ["inspect", str(tmp_path)])
     assert res.exit_code == 2
     assert "not a run folder" in res.output
+
+
+def test_ledger_records_the_edit_behind_each_proposal(tmp_path: Path) -> None:
+    import loss_rl
+    from loss_rl.inspect import outcomes_over_training
+
+    run = loss_rl.Search.create("tiny", "ppo", budget=16, out=tmp_path, name="a")
+    done = run.run(verify_top=False)
+    df = done.ledger
+    stepped = df[df["step"] > 0]
+    assert stepped["action"].notna().all()
+    # Symbolic edits are named "<position>:<edit>[:<operand>]", e.g. "1:set:p_y".
+    assert stepped["action"].str.match(r"^\d+:[a-z_]+").all()
+    assert outcomes_over_training(done)["top_edits"].str.len().gt(0).all()
+
+
+def test_a_version_1_ledger_is_migrated_without_losing_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from loss_rl.store import Ledger
+
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT)")
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute(
+        "CREATE TABLE evaluations (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, "
+        "expression TEXT, fingerprint TEXT, status TEXT NOT NULL, score REAL, metrics TEXT, "
+        "fidelity INTEGER, seeds TEXT, source TEXT, reason TEXT, seconds REAL, episode INTEGER, "
+        "step INTEGER, env_index INTEGER, batch INTEGER, created REAL)"
+    )
+    db.execute("INSERT INTO evaluations (key, status, source) VALUES ('k', 'ok', 'trained')")
+    db.commit()
+    db.close()
+    led = Ledger(tmp_path / "ledger.sqlite")
+    df = led.frame()
+    assert len(df) == 1 and "action" in df and df["action"].isna().all()
+    led.close()

@@ -494,6 +494,8 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
         }
         if start:
             ctx["start"] = True
+        elif self._pending is not None:
+            ctx["action"] = self._pending.name  # recorded in the ledger: edit usage over a run
         return ctx
 
     def _choose_start(self, override: Expr | str | None) -> Any:

@@ -230,7 +230,8 @@ def test_step_is_propose_evaluate_commit() -> None:
     # step() evaluates with the context of the step.
     env.step(_first(env, "0:wrap:exp"))
     assert ev.calls == [1]
-    assert ev.contexts[-1] == [{"episode": 0, "step": 2, "env_index": 0}]
+    # The edit that proposed the candidate rides along, for the ledger's `action` column.
+    assert ev.contexts[-1] == [{"episode": 0, "step": 2, "env_index": 0, "action": "0:wrap:exp"}]
 
 
 def test_cheap_evaluator_records_contexts_and_rejects() -> None:
