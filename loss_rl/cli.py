@@ -284,7 +284,7 @@ def _print_summary(run: Any, console: Console) -> None:
                                           f"verification: {ver.get('steps')} steps, "
                                           f"{len(ver.get('seeds', []))} fresh seeds, test split"))
     console.print(
-        f"\nInspect:  loss-rl runs {run.path.parent}\n"
+        f"\nInspect:  loss-rl inspect {run.path} --html\n"
         f"Export:   loss-rl export {run.path} --format py --out discovered_loss.py"
     )
 
