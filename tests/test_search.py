@@ -208,3 +208,22 @@ def test_policy_transfer_bad_input(tmp_path: Path) -> None:
                           init_agent=first.path)  # fmt: skip
     with pytest.raises(ConfigError, match="does not fit this env"):
         other.run(verify_top=False)
+
+
+def test_evaluate_cli_verifies_losses_and_refuses_the_wrong_kind(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from loss_rl.cli import app
+
+    csv = tmp_path / "table.csv"
+    res = CliRunner().invoke(app, ["evaluate", "gce", "sum_c(abs(p - t))", "--env", "tiny",
+                                   "--seeds", "2", "--csv", str(csv)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    assert {"ce", "gce", "sum_c(abs(p - t))"} == set(table["loss"])
+    assert (table["n"] + table["diverged"] == 2).all()
+    assert table.loc[table["loss"] == "ce", "diff_vs_ce"].iloc[0] == 0.0
+    bad = CliRunner().invoke(app, ["evaluate", "residual^2", "--env", "tiny"])
+    assert bad.exit_code == 2 and "does not fit a classification task" in bad.output
