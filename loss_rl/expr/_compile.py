@@ -111,6 +111,29 @@ def safe_log(x: Tensor) -> Tensor:
     return torch.log(torch.clamp(x.abs(), min=EPS))
 
 
+#: Guarded torch implementations of the elementwise operators (log, pow and the reductions have
+#: shape- or leaf-dependent rules in ``_build_node``). Shared with :mod:`loss_rl.meta`.
+UNARY_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "neg": torch.neg,
+    "exp": lambda x: torch.exp(torch.clamp(x, max=EXP_MAX)),
+    "sqrt": lambda x: torch.sqrt(torch.clamp(x.abs(), min=_SQRT_EPS)),
+    "square": lambda x: x * x,
+    "abs": torch.abs,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "softplus": F.softplus,
+    "recip": lambda x: 1.0 / safe_denominator(x),
+}
+BINARY_FUNCTIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "add": torch.add,
+    "sub": torch.sub,
+    "mul": torch.mul,
+    "div": lambda x, y: x / safe_denominator(y),
+    "min": torch.minimum,
+    "max": torch.maximum,
+}
+
+
 def _build(node: Expr, vector_parent: bool) -> _Fn:
     fn = _build_node(node)
     if vector_parent and not is_vector(node):
@@ -172,30 +195,11 @@ def _build_node(node: Expr) -> _Fn:
         return _pow
     if len(args) == 1:
         a = _build_node(args[0])
-        unary: dict[str, Callable[[Tensor], Tensor]] = {
-            "neg": torch.neg,
-            "exp": lambda x: torch.exp(torch.clamp(x, max=EXP_MAX)),
-            "sqrt": lambda x: torch.sqrt(torch.clamp(x.abs(), min=_SQRT_EPS)),
-            "square": lambda x: x * x,
-            "abs": torch.abs,
-            "tanh": torch.tanh,
-            "sigmoid": torch.sigmoid,
-            "softplus": F.softplus,
-            "recip": lambda x: 1.0 / safe_denominator(x),
-        }
-        f = unary[name]
+        f = UNARY_FUNCTIONS[name]
         return lambda ctx: f(a(ctx))
     vec = is_vector(node)
     left, right = _build(args[0], vec), _build(args[1], vec)
-    binary: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-        "add": torch.add,
-        "sub": torch.sub,
-        "mul": torch.mul,
-        "div": lambda x, y: x / safe_denominator(y),
-        "min": torch.minimum,
-        "max": torch.maximum,
-    }
-    g = binary[name]
+    g = BINARY_FUNCTIONS[name]
     return lambda ctx: g(left(ctx), right(ctx))
 
 

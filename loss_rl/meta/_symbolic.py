@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from loss_rl.errors import LossSpecError
@@ -32,7 +31,13 @@ from loss_rl.expr import (
     task_kind,
 )
 from loss_rl.expr._canonical import integer_exponent
-from loss_rl.expr._compile import LeafContext, safe_denominator, safe_log
+from loss_rl.expr._compile import (
+    BINARY_FUNCTIONS,
+    UNARY_FUNCTIONS,
+    LeafContext,
+    safe_denominator,
+    safe_log,
+)
 from loss_rl.expr._nodes import EXP_MAX
 from loss_rl.expr._probes import probes
 
@@ -100,25 +105,8 @@ def _to_vec(x: Tensor) -> Tensor:
     return x.unsqueeze(-1) if x.dim() > 0 else x
 
 
-_UNARY: dict[str, Callable[[Tensor], Tensor]] = {
-    "neg": torch.neg,
-    "exp": lambda x: torch.exp(torch.clamp(x, max=EXP_MAX)),
-    "sqrt": lambda x: torch.sqrt(torch.clamp(x.abs(), min=_SQRT_EPS)),
-    "square": lambda x: x * x,
-    "abs": torch.abs,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "softplus": F.softplus,
-    "recip": lambda x: 1.0 / safe_denominator(x),
-}
-_BINARY: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "add": torch.add,
-    "sub": torch.sub,
-    "mul": torch.mul,
-    "div": lambda x, y: x / safe_denominator(y),
-    "min": torch.minimum,
-    "max": torch.maximum,
-}
+_UNARY = UNARY_FUNCTIONS
+_BINARY = BINARY_FUNCTIONS
 
 
 class _Builder:
