@@ -72,6 +72,17 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(d.mean()), float(stats.ttest_rel(a, b).pvalue)
 
 
+def summarize_seeds(scores: np.ndarray) -> tuple[float, float, float, float, int, int]:
+    """``(mean, ci_low, ci_high, std, n, diverged)`` of one loss's per-seed scores.
+
+    NaN entries are seeds that diverged; the statistics use the finite ones.
+    """
+    finite = scores[np.isfinite(scores)]
+    mean, lo, hi = t_interval(finite) if len(finite) else (math.nan,) * 3
+    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+    return mean, lo, hi, std, len(finite), int(len(scores) - len(finite))
+
+
 def verify(
     losses: Mapping[str, Expr],
     task: TaskConfig,
@@ -146,16 +157,12 @@ def verify(
     rows = []
     for i, name in enumerate(names):
         s = scores[i]
-        finite = s[np.isfinite(s)]
-        mean, lo, hi = t_interval(finite) if len(finite) else (math.nan,) * 3
         d_ce, p_ce = (math.nan, math.nan)
         if ce_name in names:
             d_ce, p_ce = paired_difference(s, scores[names.index(ce_name)])
         d_best, p_best = paired_difference(s, scores[names.index(best_ref)])
         rows.append([
-            name, str(exprs[i]), mean, lo, hi,
-            float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan,
-            len(finite), int(len(s) - len(finite)),
+            name, str(exprs[i]), *summarize_seeds(s),
             float(np.nanmean(val[i])) if np.isfinite(val[i]).any() else math.nan,
             d_ce, p_ce, d_best, p_best, table[name][1],
         ])  # fmt: skip

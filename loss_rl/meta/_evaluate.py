@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from loss_rl.expr import TaskKind
 from loss_rl.tasks import TaskConfig, TaskData, build_model, derive_seed, load_task
-from loss_rl.verify import fresh_seeds, paired_difference, t_interval
+from loss_rl.verify import fresh_seeds, paired_difference, summarize_seeds
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -133,13 +133,10 @@ def compare_modules(
     rows = []
     for i, name in enumerate(names):
         s = table[i]
-        fin = s[np.isfinite(s)]
-        mean, lo, hi = t_interval(fin) if len(fin) else (math.nan,) * 3
         d, p = (math.nan, math.nan)
         if reference in names:
             d, p = paired_difference(s, table[names.index(reference)])
-        rows.append([name, mean, lo, hi, float(np.std(fin, ddof=1)) if len(fin) > 1 else math.nan,
-                     len(fin), int(len(s) - len(fin)), d, p])  # fmt: skip
+        rows.append([name, *summarize_seeds(s), d, p])
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.attrs.update(steps=n_steps, seeds=seed_list, metric=task.score_metric, split=split,
                     scores={n: table[i].tolist() for i, n in enumerate(names)})  # fmt: skip
