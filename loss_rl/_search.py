@@ -29,7 +29,8 @@ from loss_rl.agents import (
     make_agent,
 )
 from loss_rl.errors import ConfigError, RunError
-from loss_rl.evaluation import Evaluator
+from loss_rl.evaluation import Evaluator, Executor
+from loss_rl.executors import ExecutorConfig, make_executor, require_ray
 from loss_rl.expr import Expr, TaskKind, parse
 from loss_rl.presets import EnvPreset, check_budget, load_env_preset, parse_env_preset
 from loss_rl.store import CONFIG, LEDGER, SUMMARY, Ledger, Run, load_run, write_yaml
@@ -42,13 +43,16 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ENV = "digits_noisy"
 DEFAULT_AGENT = "maskable_ppo"
+PRETRAINED = "pretrained"
+"""``--agent pretrained``: the package's policy (:func:`loss_rl.pretrain.shipped_policy`)."""
 AGENT_FILE = "agent.zip"
 REPLAY_FILE = "replay_buffer.pkl"
 CONFIG_VERSION = 1
 
 def _new_run_dir(out: Path, env: str, algo: str, seed: int) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = out / f"{env}_{algo}_s{seed}_{stamp}"
+    # A suite task is named "<suite>:<task>"; a colon has no place in a folder name.
+    base = out / f"{env.replace(':', '-')}_{algo}_s{seed}_{stamp}"
     path, i = base, 1
     while path.exists():
         path = Path(f"{base}-{i}")
@@ -68,6 +72,8 @@ class Search:
         self.seed = int(config["seed"])
         self.init_agent = Path(config["init_agent"]) if config.get("init_agent") else None
         self.train = bool(config.get("train", True))
+        # Runs written before executors existed trained in-process.
+        self.executor_config = ExecutorConfig.from_dict(config.get("executor"), "executor")
 
     @classmethod
     def create(
@@ -83,6 +89,8 @@ class Search:
         init_agent: str | Path | None = None,
         train: bool = True,
         tensorboard: bool = False,
+        executor: str | None = None,
+        ray_address: str | None = None,
     ) -> Search:
         """Validate the presets and create a new run folder (nothing is trained yet).
 
@@ -99,12 +107,22 @@ class Search:
                 (fine-tuned, or only rolled out with ``train=False``).
             train: ``False`` rolls the policy out without learning (needs a trained policy).
             tensorboard: Log the agent's training to ``tb/`` (needs ``pip install tensorboard``).
+            executor: Where trainings run, ``"inprocess"`` or ``"ray"`` (default: the env
+                preset's ``executor:`` section, else in-process).
+            ray_address: The Ray cluster (see :class:`~loss_rl.executors.ExecutorConfig`).
 
         Raises:
             ConfigError: for bad presets or options (e.g. ``train=False`` without a policy).
         """
         preset = load_env_preset(env)
-        if Path(agent).is_dir():
+        if str(agent) == PRETRAINED:
+            from loss_rl.pretrain import shipped_policy
+
+            init_agent = init_agent or shipped_policy(preset.task.kind.value)
+            agent_cfg = AgentConfig.from_dict(
+                _card_of(init_agent)["agent"], source=f"pretrained:{init_agent}"
+            )
+        elif Path(agent).is_dir():
             # A run folder as the agent: its preset, and its policy as the starting point.
             source = load_run(agent)
             init_agent = init_agent or source.path
@@ -112,6 +130,18 @@ class Search:
         else:
             agent_cfg = load_agent_config(agent, preset.name)
         init_path = _policy_file(init_agent) if init_agent is not None else None
+        if init_path is not None:
+            from loss_rl.pretrain import check_layout, read_card
+
+            card = read_card(init_path)
+            if card is not None:
+                if card.get("algo") not in (None, agent_cfg.algo):
+                    raise ConfigError(
+                        f"the policy in {init_path} is a {card['algo']} policy; use --agent "
+                        f"{card['algo']} (or --agent pretrained) with it",
+                        field="init_agent",
+                    )
+                check_layout(card, env_config(preset), str(init_path))
         if init_path is not None and agent_cfg.is_baseline:
             raise ConfigError(
                 f"{agent_cfg.algo} is not a learning agent; --init-agent needs dqn, ppo or "
@@ -132,6 +162,9 @@ class Search:
                 "that is a run folder",
                 field="no_train",
             )
+        exec_cfg = (preset.executor or ExecutorConfig()).override(executor, ray_address)
+        if exec_cfg.name == "ray":
+            require_ray()  # before the run folder: a missing extra is an input error
         if budget is not None:
             check_budget(budget, "budget")
         run_budget = int(budget if budget is not None else preset.budget)
@@ -161,6 +194,7 @@ class Search:
             "init_agent": str(init_path.resolve()) if init_path is not None else None,
             "train": bool(train),
             "tensorboard": bool(tensorboard),
+            "executor": exec_cfg.to_dict(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         write_yaml(path / CONFIG, config)
@@ -207,7 +241,8 @@ class Search:
             KeyboardInterrupt: after saving the agent and a partial summary (Ctrl-C); the run
                 can be resumed with ``loss_rl.resume(path)``.
         """
-        _prepare_compute()
+        executor = make_executor(self.executor_config)
+        _prepare_compute(executor)  # a Ray cluster that does not answer fails here
         preset = self.env_preset
         ledger = Ledger(self.path / LEDGER)
         t0 = time.perf_counter()
@@ -217,6 +252,7 @@ class Search:
                 seeds=preset.evaluation.seeds,
                 data_seed=preset.evaluation.data_seed,
                 ledger=ledger,
+                executor=executor,
             )
             before = ledger.counts()["trained"]
             state = SearchState(evaluator, self.budget, trained_before=before)
@@ -238,11 +274,30 @@ class Search:
             self._write_summary(ledger, state, time.perf_counter() - t0, verification, "finished")
         finally:
             ledger.close()
+            _close(executor)
         return load_run(self.path)
 
     def env_config(self) -> EnvConfig:
-        """The MDP configuration: the preset's space, the task's kind and its descriptor."""
-        return env_config(self.env_preset)
+        """The MDP configuration: the preset's space, the task's kind and its descriptor.
+
+        Once a learning agent has measured the task's landmarks (:meth:`_descriptor`), the
+        descriptor recorded in ``config.yaml`` is used, so inspection and resume see the
+        observations the agent saw.
+        """
+        cfg = env_config(self.env_preset)
+        feats = self.config.get("task_features")
+        return cfg.replace(task_features=tuple(feats)) if feats else cfg
+
+    def _descriptor(self, evaluator: Evaluator) -> None:
+        """Measure the landmarks once (recorded as trainings of this run) and keep them."""
+        if self.config.get("task_features") or "task_features" in self.env_preset.space:
+            return
+        from loss_rl.descriptors import landmark_values, with_landmarks
+
+        base = env_config(self.env_preset).task_features
+        values = landmark_values(evaluator, self.env_preset.task.kind)
+        self.config["task_features"] = [round(float(v), 6) for v in with_landmarks(base, values)]
+        write_yaml(self.path / CONFIG, self.config)
 
     def _run_baseline(
         self, evaluator: Evaluator, state: SearchState, progress: Callable[[Progress], None] | None
@@ -263,6 +318,7 @@ class Search:
     ) -> None:
         from loss_rl.envs import BatchedLossVecEnv, LossDesignEnv
 
+        self._descriptor(evaluator)
         env_cfg = self.env_config()
         n_envs = self.agent_config.n_envs
         envs = [LossDesignEnv(env_cfg, evaluator=evaluator) for _ in range(n_envs)]
@@ -279,6 +335,8 @@ class Search:
             fresh = False
         elif self.init_agent is not None:
             model = _load_compatible(self.agent_config.algo, self.init_agent, vec)
+            # A loaded policy keeps its saved seed: reseed, so search seeds give other rollouts.
+            model.set_random_seed(self.seed)
             fresh = True
         else:
             model = make_agent(self.agent_config, vec, seed=self.seed)
@@ -421,8 +479,21 @@ def make_env(preset: str | Path = DEFAULT_ENV, **kwargs: Any) -> Any:
     from loss_rl.envs import LossDesignEnv
 
     p = load_env_preset(preset)
-    evaluator = Evaluator(p.task, seeds=p.evaluation.seeds, data_seed=p.evaluation.data_seed)
+    executor = make_executor(p.executor)
+    if p.executor is not None and p.executor.name == "ray":
+        executor.start()  # type: ignore[attr-defined]  # connect now: fail here, not in a reward
+    evaluator = Evaluator(p.task, seeds=p.evaluation.seeds, data_seed=p.evaluation.data_seed,
+                          executor=executor)  # fmt: skip
     return LossDesignEnv(env_config(p), evaluator=evaluator, **kwargs)
+
+
+def _card_of(policy: str | Path) -> dict[str, Any]:
+    from loss_rl.pretrain import read_card
+
+    card = read_card(policy)
+    if card is None or "agent" not in card:
+        raise ConfigError(f"{policy} has no policy card (card.json)", field="agent")
+    return card
 
 
 def _policy_file(source: str | Path) -> Path:
@@ -477,50 +548,34 @@ def _roll_out(
 
 
 def task_features(task: TaskConfig, data_seed: int = 0) -> list[float]:
-    """A task descriptor the agent can know (never the true noise rate), 8 values within ±10.
+    """The task descriptor without landmarks (see :mod:`loss_rl.descriptors`)."""
+    from loss_rl.descriptors import meta_features
 
-    ``[classes / 10, log10 train size, log10 features, is classification, smallest / largest
-    class share in train, train size / (train + val), 0, 0]``; the last two are reserved for
-    landmark scores.
-    """
-    import math
-
-    import numpy as np
-
-    from loss_rl.tasks import load_task
-
-    data = load_task(task, data_seed)
-    n_train, n_val = len(data.train), len(data.val)
-    balance = 1.0
-    if data.num_classes:
-        counts = np.bincount(data.train.y.numpy(), minlength=data.num_classes)
-        balance = float(counts.min() / max(counts.max(), 1))
-    return [
-        (data.num_classes or 0) / 10.0,
-        math.log10(max(n_train, 1)),
-        math.log10(max(data.num_features, 1)),
-        float(data.kind is TaskKind.CLASSIFICATION),
-        balance,
-        n_train / max(n_train + n_val, 1),
-        0.0,
-        0.0,
-    ]
+    return meta_features(task, data_seed)
 
 
-def _prepare_compute() -> None:
-    """One intra-op thread in the search process, and the trainer's workers started early.
+def _prepare_compute(executor: Executor) -> None:
+    """One intra-op thread in the search process, and the executor started early.
 
     The search process runs the agent's small networks and the evaluator's probe checks: tiny
     ops that two spinning threads only slow down, and that steal a core from the trainer's worker
     processes (measured here: ``check()`` took 1.3 s with 2 threads beside a busy core, 22 ms
-    with 1). The trainer splits its population over its own one-thread worker processes.
+    with 1). The trainer splits its population over its own one-thread worker processes (the
+    in-process executor starts them now, so the first evaluations are not slowed down); the Ray
+    executor connects now, so a cluster that does not answer stops the run before it trains.
     """
     import torch
 
-    from loss_rl.training import start_workers
-
     torch.set_num_threads(1)
-    start_workers()
+    start = getattr(executor, "start", None)
+    if start is not None:
+        start()
+
+
+def _close(executor: Executor) -> None:
+    close = getattr(executor, "close", None)
+    if close is not None:
+        close()
 
 
 def search(
@@ -535,6 +590,8 @@ def search(
     command: str | None = None,
     init_agent: str | Path | None = None,
     train: bool = True,
+    executor: str | None = None,
+    ray_address: str | None = None,
 ) -> Run:
     """Run a loss search end to end and return the finished run.
 
@@ -549,12 +606,16 @@ def search(
         command: Command line recorded in ``command.txt``.
         init_agent: Start from this run's (or ``agent.zip``'s) trained policy.
         train: ``False`` only rolls the policy out (no learning).
+        executor: ``"inprocess"`` or ``"ray"`` (default: the env preset's, else in-process).
+        ray_address: The Ray cluster for ``executor="ray"`` (default: ``$RAY_ADDRESS``, else a
+            private local instance).
 
     Returns:
         The run (``.path``, ``.summary``, ``.ledger``, ``.best``).
     """
     s = Search.create(env, agent, budget=budget, seed=seed, out=out, name=name, command=command,
-                      init_agent=init_agent, train=train)  # fmt: skip
+                      init_agent=init_agent, train=train, executor=executor,
+                      ray_address=ray_address)  # fmt: skip
     return s.run(progress)
 
 

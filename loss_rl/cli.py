@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from loss_rl.errors import LossRLError, LossSpecError, RunError
+from loss_rl.errors import ConfigError, LossRLError, LossSpecError, RunError
 
 if TYPE_CHECKING:
     from loss_rl.expr import Expr, TaskKind
@@ -86,6 +86,13 @@ class Reduction(str, Enum):
     mean = "mean"
     sum = "sum"
     none = "none"
+
+
+class ExecutorName(str, Enum):
+    """Executors (loss_rl.executors.EXECUTORS), as CLI choices."""
+
+    inprocess = "inprocess"
+    ray = "ray"
 
 
 @dataclass(frozen=True)
@@ -233,12 +240,14 @@ def _command_line() -> str:
     return shlex.join(["loss-rl", *sys.argv[1:]])
 
 
-def _run_with_progress(search: Any, console: Console) -> Any:
+def _run_with_progress(
+    search: Any, console: Console, resume_hint: str = "loss-rl resume", label: str = "search"
+) -> Any:
     """Run a search with a rich progress bar; Ctrl-C saves and exits with code 130."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
-        TextColumn("[bold]search"),
+        TextColumn(f"[bold]{label}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("trainings"),
@@ -260,7 +269,7 @@ def _run_with_progress(search: Any, console: Console) -> Any:
             bar.stop()
             console.print(
                 f"[yellow]Interrupted: the agent and every finished evaluation are saved.[/]\n"
-                f"Continue with: loss-rl resume {search.path}"
+                f"Continue with: {resume_hint} {search.path}"
             )
             raise typer.Exit(130) from None
 
@@ -331,7 +340,10 @@ def search(
     ),
     agent: Annotated[
         str,
-        typer.Option(help="dqn | ppo | maskable_ppo | random | evolution | optuna, or YAML."),
+        typer.Option(
+            help="dqn | ppo | maskable_ppo | random | evolution | optuna | pretrained (the policy "
+            "shipped in the package), or YAML."
+        ),
     ] = "maskable_ppo",
     budget: Annotated[
         int | None, typer.Option(help="Inner trainings to spend (default: the env preset's).")
@@ -349,6 +361,16 @@ def search(
     tensorboard: Annotated[
         bool, typer.Option("--tensorboard", help="Log the agent's training to RUN/tb/.")
     ] = False,
+    executor: Annotated[
+        ExecutorName | None,
+        typer.Option(help="Where inner trainings run: inprocess, or ray (pip install "
+                     "'loss-rl[ray]'). Default: the env preset's executor, else inprocess."),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster for --executor ray: auto | HOST:PORT | ray://HOST:PORT. "
+                     "Default: $RAY_ADDRESS, else a private local Ray instance."),
+    ] = None,
 ) -> None:
     """Search for a loss: the agent edits losses, each scored by a short inner training.
 
@@ -359,10 +381,63 @@ def search(
     console = Console()
     s = Search.create(env, agent, budget=budget, seed=seed, out=out, name=name,
                       command=_command_line(), init_agent=init_agent,
-                      train=not no_train, tensorboard=tensorboard)  # fmt: skip
+                      train=not no_train, tensorboard=tensorboard,
+                      executor=executor.value if executor else None,
+                      ray_address=ray_address)  # fmt: skip
+    where = "" if s.executor_config.name == "inprocess" else f", executor {s.executor_config.name}"
     console.print(f"Run folder: {s.path}  (env {s.env_preset.name}, agent {s.agent_config.algo}, "
-                  f"budget {s.budget} trainings)")  # fmt: skip
+                  f"budget {s.budget} trainings{where})")  # fmt: skip
     _print_summary(_run_with_progress(s, console), console)
+
+
+@app.command()
+def pretrain(
+    suite: Annotated[
+        str | None,
+        typer.Option(help="Suite name (envs/suites/<name>.yaml) or path. E.g. classification."),
+    ] = None,
+    agent: Annotated[str, typer.Option(help="maskable_ppo | ppo | dqn, or YAML.")] = "maskable_ppo",
+    budget: Annotated[
+        int | None,
+        typer.Option(help="Inner trainings across the suite (default: its pretrain_budget)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Leave this task out (repeatable).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the agent, envs and task order.")] = 0,
+    out: Annotated[Path, typer.Option(help="Parent folder.")] = Path("results"),
+    name: Annotated[str | None, typer.Option(help="Folder name.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this interrupted pretraining folder.")
+    ] = None,
+) -> None:
+    """Pretrain a loss-design policy across the tasks of a suite (one task per episode).
+
+    Writes FOLDER/agent.zip and its card (card.md, card.json, curve.png). Use it on a new task
+    with `loss-rl search --env TASK --agent maskable_ppo --init-agent FOLDER [--no-train]`.
+    """
+    from loss_rl.pretrain import Pretraining
+
+    console = Console()
+    if resume is not None:
+        p = Pretraining.open(resume)
+        p.log_command(_command_line())
+    elif suite is None:
+        from loss_rl.suites import list_suites
+
+        raise ConfigError(f"give --suite NAME|PATH (shipped: {', '.join(list_suites())}) or "
+                          "--resume FOLDER", field="suite")  # fmt: skip
+    else:
+        p = Pretraining.create(suite, agent, budget=budget, seed=seed, exclude=exclude or (),
+                               out=out, name=name, command=_command_line())  # fmt: skip
+    console.print(f"Pretraining folder: {p.path}  (suite {p.suite.name}: {len(p.suite.tasks)} "
+                  f"tasks, agent {p.agent_config.algo}, budget {p.budget} trainings)")  # fmt: skip
+    _run_with_progress(p, console, resume_hint="loss-rl pretrain --resume", label="pretrain")
+    console.print((p.path / "card.md").read_text())
+    console.print(
+        f"Use it: loss-rl search --env ENV --agent {p.agent_config.algo} --init-agent {p.path} "
+        "[--no-train]"
+    )
 
 
 @app.command()

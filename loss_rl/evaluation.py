@@ -104,7 +104,12 @@ class EvaluatorLike(Protocol):
 
 @runtime_checkable
 class Executor(Protocol):
-    """Runs the batched trainer on candidates (in-process by default; Ray is a drop-in)."""
+    """Runs the batched trainer on candidates (in-process by default; Ray is a drop-in).
+
+    An executor may also have ``start()`` (connect / start workers; a search calls it before it
+    trains anything, so a bad set-up fails at start-up) and ``close()``. See
+    :mod:`loss_rl.executors`.
+    """
 
     def run(
         self,
@@ -124,6 +129,15 @@ class Executor(Protocol):
 
 class InProcessExecutor:
     """Trains in this process with :func:`loss_rl.training.train` (the default)."""
+
+    def start(self) -> None:
+        """Start the trainer's worker processes now, not in the first evaluation."""
+        from loss_rl.training import start_workers
+
+        start_workers()
+
+    def close(self) -> None:
+        """Nothing to do: the worker pool is shared by the process and stops at exit."""
 
     def run(
         self,

@@ -1,7 +1,8 @@
 """YAML presets: finding them by name, and validating env presets.
 
-``envs/<name>.yaml`` holds a task, a search space, evaluation and verification settings and a
-budget (:class:`EnvPreset`); ``agents/<algo>.yaml`` holds agent hyper-parameters (read by
+``envs/<name>.yaml`` holds a task, a search space, evaluation and verification settings, a
+budget and optionally where trainings run (``executor:``, see :mod:`loss_rl.executors`)
+(:class:`EnvPreset`); ``agents/<algo>.yaml`` holds agent hyper-parameters (read by
 :mod:`loss_rl.agents`). The presets live at the top of the repository (rl-zoo3 style) and are
 copied into the wheel under ``loss_rl/_presets/``; a source checkout reads them from the
 repository directly.
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from loss_rl.errors import ConfigError
+from loss_rl.executors._config import ExecutorConfig
 from loss_rl.tasks import TaskConfig
 
 PresetKind = Literal["envs", "agents"]
@@ -71,7 +73,7 @@ def load_yaml(path: Path, field: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Env presets
 
-_ENV_KEYS = {"description", "task", "space", "evaluation", "verification", "budget"}
+_ENV_KEYS = {"description", "task", "space", "evaluation", "verification", "budget", "executor"}
 
 
 @dataclass
@@ -113,10 +115,11 @@ class EnvPreset:
     evaluation: EvaluationConfig
     verification: VerificationConfig
     budget: int
+    executor: ExecutorConfig | None = None  # where trainings run; None: in-process
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``config.yaml``."""
-        return {
+        out = {
             "description": self.description,
             "task": self.task.to_dict(),
             "space": self.space,
@@ -124,6 +127,9 @@ class EnvPreset:
             "verification": vars(self.verification),
             "budget": self.budget,
         }
+        if self.executor is not None:
+            out["executor"] = self.executor.to_dict()
+        return out
 
 
 def _section(data: dict[str, Any], key: str, cls: type, field_prefix: str) -> Any:
@@ -177,9 +183,12 @@ def parse_env_preset(data: dict[str, Any], name: str) -> EnvPreset:
         raise ConfigError("must be an integer >= 2", field="env.verification.seeds")
     budget = data.get("budget", 200)
     check_budget(budget, "env.budget")
+    executor = None
+    if data.get("executor") is not None:
+        executor = ExecutorConfig.from_dict(data["executor"], "env.executor")
     return EnvPreset(
         name, str(data.get("description", "")), task, dict(space), evaluation, verification,
-        int(budget),
+        int(budget), executor,
     )  # fmt: skip
 
 
@@ -191,6 +200,11 @@ def check_budget(budget: Any, field_name: str) -> None:
 
 
 def load_env_preset(name_or_path: str | Path) -> EnvPreset:
-    """Load and validate ``envs/<name>.yaml`` (or a YAML path)."""
+    """Load and validate ``envs/<name>.yaml``, a YAML path, or a suite task ``<suite>:<task>``."""
+    text = str(name_or_path)
+    if ":" in text and not Path(text).exists() and not text.endswith((".yaml", ".yml")):
+        from loss_rl.suites import load_suite_task
+
+        return load_suite_task(text)
     path = find_preset("envs", name_or_path)
     return parse_env_preset(load_yaml(path, "env"), path.stem)

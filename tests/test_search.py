@@ -66,7 +66,10 @@ def test_every_agent_runs_a_search(tmp_path: Path, algo: str) -> None:
     s = Search.create("tiny", algo, budget=16, out=tmp_path, name=algo)
     run = s.run(verify_top=False)
     assert run.summary is not None
-    assert run.summary["evaluations"]["trained"] >= 16
+    ev = run.summary["evaluations"]
+    # The budget is spent, or (DQN replaying cached losses) the proposal cap of 10x budget ended
+    # the run: it never stalls.
+    assert ev["trained"] >= 16 or (algo == "dqn" and ev["proposed"] >= 160)
     assert run.summary["agent"] == algo
     assert (run.path / "agent.zip").is_file() == (algo in ("dqn", "ppo", "maskable_ppo"))
     if algo == "dqn":

@@ -138,7 +138,8 @@ def load_agent_config(name_or_path: str | Path, env_name: str = "default") -> Ag
 
     Args:
         name_or_path: ``dqn`` | ``ppo`` | ``maskable_ppo`` (shipped presets) or a YAML path.
-        env_name: Env preset name whose section overrides ``default``.
+        env_name: Env preset name whose section overrides ``default`` (for a suite task
+            ``<suite>:<task>``, the suite's section applies first).
 
     Raises:
         ConfigError: for an unknown name, bad YAML or invalid hyper-parameters.
@@ -148,7 +149,13 @@ def load_agent_config(name_or_path: str | Path, env_name: str = "default") -> Ag
     for section, values in data.items():
         if not isinstance(values, dict):
             raise ConfigError(f"section {section!r} must be a mapping", field="agent")
-    merged: dict[str, Any] = {**data.get("default", {}), **data.get(env_name, {})}
+    # A suite task "<suite>:<task>" takes its suite's section, then its own.
+    suite = env_name.split(":", 1)[0] if ":" in env_name else None
+    merged: dict[str, Any] = {
+        **data.get("default", {}),
+        **(data.get(suite, {}) if suite else {}),
+        **data.get(env_name, {}),
+    }
     merged.setdefault("algo", path.stem)
     return AgentConfig.from_dict(merged, source=str(path))
 

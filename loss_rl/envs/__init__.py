@@ -6,6 +6,8 @@
 - :class:`BatchedLossVecEnv`, an SB3 ``VecEnv`` that evaluates the candidates of all its envs in
   one evaluator call;
 - :class:`RunStats`, run-level memory (best so far) shared by the envs of a search;
+- :class:`TaskSwitcher` / :class:`TaskSchedule` / :class:`TaskBinding`: one episode per task of a
+  suite, for pretraining across tasks;
 - :mod:`loss_rl.envs.testing`: :class:`~loss_rl.envs.testing.CheapEvaluator` for tests.
 """
 
@@ -13,6 +15,7 @@ import gymnasium
 
 from loss_rl.envs._config import EnvConfig
 from loss_rl.envs._env import LossDesignEnv, RunStats
+from loss_rl.envs._multitask import TaskBinding, TaskSchedule, TaskSwitcher
 from loss_rl.envs._reward import REWARD_MODES
 from loss_rl.envs._terms import DEFAULT_PARAM_GRIDS, DEFAULT_TERMS, TERMS
 from loss_rl.envs._vec_env import BatchedLossVecEnv
@@ -51,4 +54,7 @@ __all__ = [
     "EnvConfig",
     "LossDesignEnv",
     "RunStats",
+    "TaskBinding",
+    "TaskSchedule",
+    "TaskSwitcher",
 ]

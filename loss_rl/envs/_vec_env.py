@@ -34,6 +34,9 @@ class BatchedLossVecEnv(DummyVecEnv):
             gains over the best loss of the whole search. It lives as long as this vec env (a
             seeded reset does not clear it), so a resumed search can :meth:`inject_best` before
             learning.
+        multi_task: The envs switch tasks (:class:`~loss_rl.envs.TaskSwitcher`): keep each
+            env's own evaluator and run, and send each step's candidates to their envs'
+            evaluators, one call per evaluator.
 
     Raises:
         TypeError: if an env is not a :class:`LossDesignEnv`.
@@ -45,6 +48,7 @@ class BatchedLossVecEnv(DummyVecEnv):
         env_fns_or_envs: Sequence[Callable[[], gym.Env] | gym.Env],
         evaluator: EvaluatorLike | None = None,
         share_run: bool = True,
+        multi_task: bool = False,
     ) -> None:
         fns = [(lambda e=e: e) if isinstance(e, gym.Env) else e for e in env_fns_or_envs]
         super().__init__(fns)
@@ -59,11 +63,14 @@ class BatchedLossVecEnv(DummyVecEnv):
                 raise ValueError("all envs of a BatchedLossVecEnv need the same spaces (config)")
             units.append(u)
         self.units: list[LossDesignEnv] = units
+        self.multi_task = multi_task
         self.evaluator: EvaluatorLike = evaluator if evaluator is not None else units[0].evaluator
+        share_run = share_run and not multi_task
         self.run: RunStats = units[0].run if share_run else RunStats()
         for i, u in enumerate(units):
-            u.evaluator = self.evaluator
             u.env_index = i
+            if not multi_task:
+                u.evaluator = self.evaluator
             if share_run:
                 u.attach_run(self.run)
         self.share_run = share_run
@@ -75,7 +82,8 @@ class BatchedLossVecEnv(DummyVecEnv):
         that are not fixed (``"random"`` parametric starts) are evaluated one by one.
         """
         todo: dict[str, tuple[Expr, list[LossDesignEnv]]] = {}
-        for u in self.units:
+        # A multi-task env binds its task in reset(): the start points are evaluated there.
+        for u in [] if self.multi_task else self.units:
             if not u.config.evaluate_start:
                 continue
             for expr in u.start_candidates():
@@ -98,10 +106,13 @@ class BatchedLossVecEnv(DummyVecEnv):
         """Propose on every env, evaluate all candidates in one call, then step every env."""
         actions = [int(a) for a in np.asarray(self.actions).reshape(self.num_envs)]
         candidates = [u.propose(a) for u, a in zip(self.units, actions, strict=True)]
-        idx = [i for i, c in enumerate(candidates) if c is not None]
-        if idx:
+        groups: dict[int, list[int]] = {}
+        for i, c in enumerate(candidates):
+            if c is not None:
+                groups.setdefault(id(self.units[i].evaluator), []).append(i)
+        for idx in groups.values():
             results = _evaluate(
-                self.evaluator,
+                self.units[idx[0]].evaluator,
                 [candidates[i] for i in idx],  # type: ignore[misc]
                 [self.units[i].eval_context() for i in idx],
             )

@@ -1,0 +1,557 @@
+"""Pretraining a loss-design policy across a task suite (``loss-rl pretrain``).
+
+On one task an agent spends its first hundred or so inner trainings learning things that hold on
+most tasks ("under label noise, drop CE for a bounded term"), which is why it ties with random
+search there (REFERENCES.md, last section). Pretraining amortises that lesson: the agent learns on
+the tasks of a suite (:mod:`loss_rl.suites`), one task per episode, seeing each task's descriptor
+with its landmark scores (:mod:`loss_rl.descriptors`), and a new task starts from the result with
+``loss-rl search --init-agent PATH`` (fine-tuned) or ``--no-train`` (only rolled out).
+
+A pretraining folder (``results/pretrain_<suite>_<algo>_s<seed>_<time>/``)::
+
+    config.yaml      suite (every task inline), agent, budget, seed, left-out tasks
+    command.txt      the command line of each session
+    agent.zip        the policy (checkpointed during training; resumable)
+    card.json        what the policy is: suite, tasks, budget spent, layout, git revision, curve
+    card.md          the same for people
+    curve.csv        one row per episode: trainings so far, task, reference and best score
+    curve.png        gain over CE per episode against inner trainings
+    tasks/<task>/ledger.sqlite   every evaluation on that task (a resume trains nothing twice)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, cast
+
+from loss_rl.agents import (
+    AgentConfig,
+    BudgetCallback,
+    CheckpointCallback,
+    Progress,
+    ProgressCallback,
+    SearchState,
+    load_agent,
+    load_agent_config,
+    make_agent,
+)
+from loss_rl.errors import ConfigError, RunError
+from loss_rl.evaluation import EvalStats, Evaluator, InProcessExecutor
+from loss_rl.presets import check_budget
+from loss_rl.store import CONFIG, LEDGER, Ledger, read_yaml, write_yaml
+from loss_rl.suites import Suite, load_suite, parse_suite
+
+logger = logging.getLogger(__name__)
+
+AGENT_FILE = "agent.zip"
+CARD_JSON = "card.json"
+CARD_MD = "card.md"
+CURVE_CSV = "curve.csv"
+CURVE_PNG = "curve.png"
+PROPOSALS_PER_TRAINING = 30
+"""Cap on proposals per unit of budget in a pretraining (cache hits are free but bounded)."""
+PRETRAIN_SECTION = "pretrain"
+"""Section of an agent preset used for pretraining (over ``default``)."""
+DESCRIPTOR = "meta-features+landmarks/v1"
+"""Version of the task descriptor a policy was trained with (:mod:`loss_rl.descriptors`)."""
+_LAYOUT_KEYS = (
+    "space", "kind", "terms", "weight_grid", "param_grids", "max_size", "leaves", "ops",
+    "constants", "max_steps",
+)  # fmt: skip
+
+
+def layout_of(env_config: Any) -> dict[str, Any]:
+    """What ties a policy to an MDP: the space's catalog, grids, sizes and the descriptor.
+
+    Two env configs with equal layouts have the same observation and action meaning, so a policy
+    trained on one runs on the other.
+    """
+    d = env_config.to_dict()
+    out = {k: d.get(k) for k in _LAYOUT_KEYS}
+    if d.get("space") == "parametric":  # defaults resolved: a preset that spells them out matches
+        out["terms"] = list(env_config.term_names)
+        out["param_grids"] = {
+            f"{t}.{p}": list(env_config.param_grid(t, p))
+            for t in env_config.term_names
+            for p in _term_params(t)
+        }
+    out["n_task_features"] = len(env_config.task_features)
+    out["descriptor"] = DESCRIPTOR
+    return json.loads(json.dumps(out, default=list))  # tuples -> lists, as in a card
+
+
+def _term_params(term: str) -> tuple[str, ...]:
+    from loss_rl.envs import TERMS
+
+    return TERMS[term].params
+
+
+def check_layout(card: dict[str, Any], env_config: Any, where: str) -> None:
+    """Raise a clear error if a policy card's layout differs from ``env_config``'s.
+
+    Raises:
+        ConfigError: naming the keys that differ and what to do.
+    """
+    want = card.get("layout")
+    if not isinstance(want, dict):
+        return
+    have = layout_of(env_config)
+    diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    if diff:
+        detail = "; ".join(f"{k}: policy {want.get(k)!r}, env {have.get(k)!r}" for k in diff)
+        raise ConfigError(
+            f"the policy in {where} was trained on another observation/action layout ({detail}). "
+            "Use an env whose space matches (e.g. a task of the suite it was pretrained on), or "
+            "pretrain a policy for this space with `loss-rl pretrain`",
+            field="init_agent",
+        )
+
+
+def read_card(policy: str | Path) -> dict[str, Any] | None:
+    """The card next to a policy file or in a pretraining folder (``None`` if there is none)."""
+    p = Path(policy)
+    for cand in (p / CARD_JSON, p.with_suffix(".json"), p.parent / CARD_JSON):
+        if cand.is_file():
+            try:
+                return cast(dict[str, Any], json.loads(cand.read_text()))
+            except (OSError, json.JSONDecodeError) as err:
+                raise ConfigError(f"unreadable policy card {cand}: {err}", "init_agent") from err
+    return None
+
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained"
+"""Where the package keeps its pretrained policies: ``<kind>.zip`` with its card ``<kind>.json``."""
+
+
+def shipped_policy(kind: str = "classification") -> Path:
+    """The policy shipped in the package for a task kind (``--agent pretrained``).
+
+    Raises:
+        ConfigError: if none is shipped for ``kind``.
+    """
+    path = SHIPPED_DIR / f"{kind}.zip"
+    if not path.is_file():
+        have = sorted(p.stem for p in SHIPPED_DIR.glob("*.zip")) if SHIPPED_DIR.is_dir() else []
+        raise ConfigError(
+            f"no pretrained policy is shipped for {kind} tasks (shipped: "
+            f"{', '.join(have) or 'none'}); pretrain one with `loss-rl pretrain --suite SUITE` "
+            "and pass --init-agent FOLDER",
+            field="agent",
+        )
+    return path
+
+
+def git_revision() -> str:
+    """The source checkout's commit, ``-dirty`` if it has uncommitted changes (``unknown``
+    outside a git checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=here,
+            capture_output=True, text=True,
+            timeout=5, check=True,
+        )  # fmt: skip
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class _SuiteEvaluators:
+    """The evaluators of all tasks seen as one, for budget accounting (:class:`SearchState`)."""
+
+    def __init__(self, evaluators: Sequence[Evaluator]) -> None:
+        self.evaluators = list(evaluators)
+
+    @property
+    def stats(self) -> EvalStats:
+        out = EvalStats()
+        for e in self.evaluators:
+            for k, v in vars(e.stats).items():
+                setattr(out, k, getattr(out, k) + v)
+        return out
+
+
+@dataclass
+class _Episode:
+    trained: int
+    task: str
+    reference: float
+    best: float | None
+
+
+class _CurveCallback(BudgetCallback):
+    """Records each finished episode's best score against its task's reference (CE)."""
+
+    def __init__(self, state: SearchState, rows: list[_Episode]) -> None:
+        super().__init__(state)
+        self.rows = rows
+        self._best: dict[int, float | None] = {}
+
+    def _on_step(self) -> bool:
+        infos = self.locals.get("infos", [])
+        dones = self.locals.get("dones", [False] * len(infos))
+        for i, (info, done) in enumerate(zip(infos, dones, strict=False)):
+            score = info.get("score")
+            if score is not None:
+                prev = self._best.get(i)
+                self._best[i] = score if prev is None else max(prev, score)
+            if done:
+                self.rows.append(
+                    _Episode(self.state.trained, str(info.get("task")),
+                             float(info.get("reference_score") or 0.0), self._best.pop(i, None))
+                )  # fmt: skip
+        return super()._on_step()
+
+
+class Pretraining:
+    """A pretraining bound to its folder. Build it with :meth:`create` or :meth:`open`."""
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        self.path = path
+        self.config = config
+        self.suite: Suite = parse_suite(config["suite"], config["suite_name"])
+        self.agent_config = AgentConfig.from_dict(config["agent"], config.get("agent_source", ""))
+        self.budget = int(config["budget"])
+        self.seed = int(config["seed"])
+
+    @classmethod
+    def create(
+        cls,
+        suite: str | Path | Suite,
+        agent: str | Path = "maskable_ppo",
+        *,
+        budget: int | None = None,
+        seed: int = 0,
+        exclude: Sequence[str] = (),
+        out: str | Path = "results",
+        name: str | None = None,
+        command: str | None = None,
+    ) -> Pretraining:
+        """Validate and create a pretraining folder (nothing is trained yet).
+
+        Args:
+            suite: Suite name (``envs/suites/<name>.yaml``), path, or :class:`Suite`.
+            agent: ``maskable_ppo`` | ``ppo`` | ``dqn`` or an agent preset path; its
+                ``pretrain`` section (if any) overrides ``default``.
+            budget: Inner trainings across the suite (default: the suite's ``pretrain_budget``).
+            seed: Seed of the agent, the envs and the task schedule.
+            exclude: Tasks left out (to measure transfer to them).
+            out: Parent folder.
+            name: Folder name.
+            command: Command line for ``command.txt``.
+
+        Raises:
+            ConfigError: for a bad suite, agent or budget.
+        """
+        s = suite if isinstance(suite, Suite) else load_suite(suite)
+        if exclude:
+            s = s.without(list(exclude))
+        agent_cfg = load_agent_config(agent, PRETRAIN_SECTION)
+        if agent_cfg.is_baseline:
+            raise ConfigError(
+                f"{agent_cfg.algo} does not learn a policy; pretrain dqn, ppo or maskable_ppo",
+                field="agent",
+            )
+        if budget is not None:
+            check_budget(budget, "budget")
+        run_budget = int(budget if budget is not None else s.pretrain_budget)
+        if run_budget < agent_cfg.min_budget:
+            raise ConfigError(
+                f"{run_budget} inner trainings are too few for {agent_cfg.algo}, which needs "
+                f"{agent_cfg.min_budget} before its first update; raise --budget",
+                field="budget",
+            )
+        out_dir = Path(out)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = out_dir / (name or f"pretrain_{s.name}_{agent_cfg.algo}_s{seed}_{stamp}")
+        if path.exists() and any(path.iterdir()):
+            raise RunError(f"{path} already exists; choose another --name or resume it")
+        path.mkdir(parents=True, exist_ok=True)
+        config = {
+            "kind": "pretrain",
+            "suite_name": s.name,
+            "suite": s.to_dict(),
+            "exclude": list(exclude),
+            "agent_source": agent_cfg.source,
+            "agent": agent_cfg.to_dict(),
+            "budget": run_budget,
+            "seed": int(seed),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_yaml(path / CONFIG, config)
+        p = cls(path, config)
+        p.log_command(command or f"loss_rl.pretrain({s.name!r}, agent={str(agent)!r}, "
+                                 f"budget={budget!r}, seed={seed!r})")  # fmt: skip
+        return p
+
+    @classmethod
+    def open(cls, path: str | Path) -> Pretraining:
+        """Open a pretraining folder to resume it."""
+        p = Path(path)
+        if not (p / CONFIG).is_file():
+            raise RunError(f"{p} is not a pretraining folder (no {CONFIG})")
+        config = read_yaml(p / CONFIG)
+        if config.get("kind") != "pretrain":
+            raise RunError(f"{p} is a search run, not a pretraining; use `loss-rl resume`")
+        return cls(p, config)
+
+    def log_command(self, command: str) -> None:
+        """Append a session's command line to ``command.txt``."""
+        with (self.path / "command.txt").open("a") as f:
+            f.write(command.rstrip() + "\n")
+
+    def env_config(self) -> Any:
+        """The shared MDP with the suite's pretraining settings applied."""
+        from loss_rl.envs import EnvConfig
+
+        space = {**self.suite.space, **self.suite.pretrain_space, "kind": self.suite.kind}
+        space["task_features"] = [0.0] * _n_features()
+        return EnvConfig.from_dict(space, prefix="suite.space")
+
+    def run(self, progress: Callable[[Progress], None] | None = None) -> Path:
+        """Train until the budget is spent; write the policy, its card and curve.
+
+        Returns:
+            The policy file (``agent.zip``).
+        """
+        from loss_rl._search import _prepare_compute
+        from loss_rl.descriptors import landmark_values, meta_features, with_landmarks
+        from loss_rl.envs import (
+            BatchedLossVecEnv,
+            LossDesignEnv,
+            TaskBinding,
+            TaskSchedule,
+            TaskSwitcher,
+        )
+
+        _prepare_compute(InProcessExecutor())
+        t0 = time.perf_counter()
+        ledgers: list[Ledger] = []
+        try:
+            bindings: list[TaskBinding] = []
+            evaluators: list[Evaluator] = []
+            before = 0
+            for tname, preset in self.suite.tasks.items():
+                folder = self.path / "tasks" / tname
+                folder.mkdir(parents=True, exist_ok=True)
+                ledger = Ledger(folder / LEDGER)
+                ledgers.append(ledger)
+                before += ledger.counts()["trained"]
+                ev = Evaluator(preset.task, seeds=preset.evaluation.seeds,
+                               data_seed=preset.evaluation.data_seed, ledger=ledger)  # fmt: skip
+                evaluators.append(ev)
+                feats = with_landmarks(
+                    meta_features(preset.task, preset.evaluation.data_seed),
+                    landmark_values(ev, preset.task.kind),
+                )
+                bindings.append(TaskBinding(tname, ev, tuple(feats)))
+            # Cached proposals cost no training and are free experience for the policy: allow
+            # more of them than a search does (a search caps them at 10 x budget).
+            state = SearchState(cast(Evaluator, _SuiteEvaluators(evaluators)), self.budget,
+                                trained_before=before,
+                                max_proposals=PROPOSALS_PER_TRAINING * self.budget)  # fmt: skip
+            cfg = self.env_config()
+            schedule = TaskSchedule(bindings, seed=self.seed)
+            envs = [
+                TaskSwitcher(LossDesignEnv(cfg, evaluator=bindings[0].evaluator), schedule)
+                for _ in range(self.agent_config.n_envs)
+            ]
+            vec = BatchedLossVecEnv(envs, multi_task=True)
+            vec.seed(self.seed)
+            agent_path = self.path / AGENT_FILE
+            if agent_path.is_file():
+                model = load_agent(self.agent_config.algo, agent_path, env=vec)
+                fresh = False
+            else:
+                model = make_agent(self.agent_config, vec, seed=self.seed)
+                fresh = True
+
+            def save() -> None:
+                tmp = self.path / "agent.tmp.zip"
+                model.save(str(tmp))
+                os.replace(tmp, agent_path)
+
+            rows: list[_Episode] = []
+            callbacks = [_CurveCallback(state, rows), CheckpointCallback(save, every_steps=20)]
+            if progress is not None:
+                callbacks.append(ProgressCallback(state, progress))
+            try:
+                while not state.done:
+                    model.learn(total_timesteps=4 * self.budget, callback=callbacks,
+                                reset_num_timesteps=fresh)  # fmt: skip
+                    fresh = False
+            finally:
+                save()
+                self._append_curve(rows)
+            self._write_card(cfg, bindings, state, time.perf_counter() - t0)
+        finally:
+            for ledger in ledgers:
+                ledger.close()
+        return self.path / AGENT_FILE
+
+    # -----------------------------------------------------------------------------------------
+
+    def _append_curve(self, rows: list[_Episode]) -> None:
+        path = self.path / CURVE_CSV
+        new = not path.is_file()
+        with path.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["trained", "task", "reference", "best"])
+            for r in rows:
+                w.writerow([r.trained, r.task, f"{r.reference:.6f}",
+                            "" if r.best is None else f"{r.best:.6f}"])  # fmt: skip
+
+    def _write_card(
+        self, cfg: Any, bindings: Sequence[Any], state: SearchState, wall: float
+    ) -> None:
+        import pandas as pd
+
+        from loss_rl import __version__
+
+        curve = pd.read_csv(self.path / CURVE_CSV) if (self.path / CURVE_CSV).is_file() else None
+        summary: dict[str, Any] = {}
+        if curve is not None and len(curve):
+            curve["gain"] = curve["best"] - curve["reference"]
+            q = max(1, len(curve) // 4)
+            summary = {
+                "episodes": len(curve),
+                "gain_first_quarter": float(curve["gain"].head(q).mean()),
+                "gain_last_quarter": float(curve["gain"].tail(q).mean()),
+            }
+            _plot_curve(curve, self.path / CURVE_PNG)
+        tasks = {}
+        for b in bindings:
+            tasks[b.name] = {
+                "features": [round(float(v), 4) for v in b.features],
+                "reference": float(b.evaluator.reference_score),
+                "best_score": b.run.best_score,
+                "best_loss": str(b.run.best_expression) if b.run.best_expression else None,
+            }
+        card = {
+            "format": 1,
+            "kind": "pretrained-policy",
+            "suite": self.suite.name,
+            "tasks": list(self.suite.tasks),
+            "excluded": list(self.config.get("exclude", [])),
+            "algo": self.agent_config.algo,
+            "agent": self.agent_config.to_dict(),
+            "budget": self.budget,
+            "trained": state.trained,
+            "seed": self.seed,
+            "wall_seconds": round(wall, 1),
+            "git_revision": git_revision(),
+            "loss_rl_version": __version__,
+            "layout": layout_of(cfg),
+            "curve": summary,
+            "per_task": tasks,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        (self.path / CARD_JSON).write_text(json.dumps(card, indent=2))
+        (self.path / CARD_MD).write_text(card_markdown(card))
+
+
+def _n_features() -> int:
+    from loss_rl.descriptors import N_FEATURES
+
+    return N_FEATURES
+
+
+def _plot_curve(curve: Any, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.scatter(curve["trained"], curve["gain"], s=4, alpha=0.3, label="episode")
+    window = max(5, len(curve) // 20)
+    ax.plot(curve["trained"], curve["gain"].rolling(window, min_periods=1).mean(), color="C1",
+            label=f"rolling mean ({window} episodes)")  # fmt: skip
+    ax.set_xlabel("inner trainings")
+    ax.set_ylabel("episode best − CE (val)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """A policy card as Markdown (what ``card.md`` holds)."""
+    c = card.get("curve", {})
+    lines = [
+        f"# Pretrained loss-design policy: {card['algo']} on suite `{card['suite']}`",
+        "",
+        f"- tasks ({len(card['tasks'])}): {', '.join(card['tasks'])}",
+        f"- left out: {', '.join(card['excluded']) or 'none'}",
+        f"- budget: {card['trained']} inner trainings spent of {card['budget']}, "
+        f"{card['wall_seconds']} s, seed {card['seed']}",
+        f"- git revision {card['git_revision']}, loss_rl {card['loss_rl_version']}",
+        f"- layout: {card['layout']['space']} space, terms {card['layout'].get('terms')}, "
+        f"descriptor {card['layout']['descriptor']}",
+    ]
+    if c:
+        lines.append(
+            f"- training curve: mean episode gain over CE {c['gain_first_quarter']:+.4f} in the "
+            f"first quarter of {c['episodes']} episodes, {c['gain_last_quarter']:+.4f} in the last"
+        )
+    lines += ["", "| task | CE (val) | best found (val) | loss |", "|---|---|---|---|"]
+    for name, t in card.get("per_task", {}).items():
+        best = "—" if t["best_score"] is None else f"{t['best_score']:.4f}"
+        lines.append(f"| {name} | {t['reference']:.4f} | {best} | `{t['best_loss']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def pretrain(
+    suite: str | Path | Suite,
+    agent: str | Path = "maskable_ppo",
+    *,
+    budget: int | None = None,
+    seed: int = 0,
+    exclude: Sequence[str] = (),
+    out: str | Path = "results",
+    name: str | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    command: str | None = None,
+) -> Path:
+    """Pretrain a policy across a suite; returns the pretraining folder.
+
+    See :meth:`Pretraining.create` for the arguments. Resume an interrupted one with
+    :func:`resume_pretraining`.
+    """
+    p = Pretraining.create(suite, agent, budget=budget, seed=seed, exclude=exclude, out=out,
+                           name=name, command=command)  # fmt: skip
+    p.run(progress)
+    return p.path
+
+
+def resume_pretraining(
+    path: str | Path,
+    progress: Callable[[Progress], None] | None = None,
+    command: str | None = None,
+) -> Path:
+    """Continue an interrupted pretraining to its budget (nothing trained twice)."""
+    p = Pretraining.open(path)
+    p.log_command(command or f"loss_rl.resume_pretraining({str(path)!r})")
+    p.run(progress)
+    return p.path
+
+
+__all__ = [
+    "Pretraining",
+    "check_layout",
+    "layout_of",
+    "pretrain",
+    "read_card",
+    "resume_pretraining",
+    "shipped_policy",
+]
