@@ -4,8 +4,8 @@ An evaluation call (one evaluator batch: the new candidates × the paired seeds)
 most ``workers`` batches, by tree structure and model count as the in-process trainer splits its
 population over its worker processes. Each batch is one Ray task that runs
 :func:`loss_rl.training.train` in its worker process, in-process with one torch thread. The
-:class:`~loss_rl.tasks.TaskConfig` goes into the object store once per executor; a worker builds
-the task's data from it once and keeps it (``load_task`` caches per process, and Ray reuses its
+task's loaded data (split, corrupted, standardised by the driver) goes into the object store once
+per executor; a worker fetches it the first time it trains that task and keeps it (Ray reuses its
 worker processes), so batches carry only their candidates.
 
 Results come back in any order and are matched to their candidates by the batch they came from;
@@ -103,7 +103,8 @@ class RayExecutor:
         self._workers = 0
         self._owns_ray = False
         self._remote: Any = None
-        self._task_refs: dict[Any, Any] = {}  # TaskConfig -> its ObjectRef
+        # (TaskConfig, data seed) -> ObjectRef of (task, seed, loaded data)
+        self._task_refs: dict[Any, Any] = {}
 
     @property
     def workers(self) -> int:
@@ -201,12 +202,17 @@ class RayExecutor:
 
     # -----------------------------------------------------------------------------------------
 
-    def _task_ref(self, task: TaskConfig) -> Any:
+    def _task_ref(self, task: TaskConfig, data_seed: int | None) -> Any:
+        """The task and its loaded data, put in the object store once per (task, data seed)."""
         import ray
 
-        ref = self._task_refs.get(task)
+        key = (task, data_seed)
+        ref = self._task_refs.get(key)
         if ref is None:
-            ref = self._task_refs[task] = ray.put(task)
+            from loss_rl.tasks import load_task
+
+            data = load_task(task, data_seed) if data_seed is not None else None
+            ref = self._task_refs[key] = ray.put((task, data_seed, data))
         return ref
 
     def batches(self, candidates: Sequence[Expr], n_seeds: int) -> list[list[int]]:
@@ -245,11 +251,13 @@ class RayExecutor:
         import ray
 
         seeds, splits = [int(s) for s in seeds], list(splits)
-        task_ref = self._task_ref(task)
+        # Wrapped in a list, so Ray does not resolve it for every batch: a worker fetches the
+        # data from the object store only the first time it trains this task.
+        task_ref = [self._task_ref(task, data_seed)]
         pending: dict[Any, list[int]] = {}
         for batch in self.batches(candidates, len(seeds)):
             exprs = [candidates[i] for i in batch]
-            ref = self._remote.remote(task_ref, exprs, steps, seeds, data_seed, splits)
+            ref = self._remote.remote(task, task_ref, exprs, steps, seeds, data_seed, splits)
             pending[ref] = batch
         slots: list[list[TrainResult] | None] = [None] * len(candidates)
         waiting = list(pending)
@@ -296,6 +304,7 @@ def _place(
 
 def _train_batch(
     task: TaskConfig,
+    data_ref: list[Any],
     candidates: list[Expr],
     steps: int,
     seeds: list[int],
@@ -305,7 +314,15 @@ def _train_batch(
     """The Ray task: train one batch in this worker process, with one torch thread."""
     import torch
 
+    from loss_rl.tasks._data import has_task_data, provide_task_data
     from loss_rl.training import train
+
+    if data_seed is not None and not has_task_data(task, data_seed):
+        import ray
+
+        _, _, data = ray.get(data_ref[0])  # the driver's loaded data, once per worker process
+        if data is not None:
+            provide_task_data(task, data_seed, data)
 
     # Ray gives the task one CPU: several intra-op threads would only fight over it (see
     # loss_rl.training._workers), and a pool of our own processes would oversubscribe the node.

@@ -277,7 +277,29 @@ def load_task(config: TaskConfig, seed: int) -> TaskData:
         ConfigError: if the split or corruption is impossible for this dataset (e.g. leaves a
             class without training samples).
     """
+    given = _PROVIDED.get((config, int(seed)))
+    if given is not None:
+        return given
     return _task_data(config.dataset, config.corruption, config.split, int(seed), config)
+
+
+# Data built elsewhere and handed to this process (a Ray worker gets it from the object store).
+_PROVIDED: dict[tuple[TaskConfig, int], TaskData] = {}
+
+
+def provide_task_data(config: TaskConfig, seed: int, data: TaskData) -> None:
+    """Make :func:`load_task` return ``data`` for ``(config, seed)`` in this process.
+
+    For executors that ship the loaded data to worker processes once, instead of each worker
+    loading, splitting and corrupting it again. ``data`` must be what ``load_task(config, seed)``
+    builds (the driver's own copy).
+    """
+    _PROVIDED[(config, int(seed))] = data
+
+
+def has_task_data(config: TaskConfig, seed: int) -> bool:
+    """Whether :func:`provide_task_data` gave this process the data of ``(config, seed)``."""
+    return (config, int(seed)) in _PROVIDED
 
 
 @functools.lru_cache(maxsize=64)

@@ -211,3 +211,22 @@ def test_seeds_must_be_non_negative_integers() -> None:
     with pytest.raises(ConfigError, match="seeds"):
         load_task(_cfg(), seed=-1)
     assert derive_seed(0, "data") != derive_seed(0, "init") != derive_seed(1, "init")
+
+
+def test_provided_task_data_is_returned_by_load_task() -> None:
+    # An executor ships the driver's loaded data to its workers (Ray's object store).
+    from loss_rl.tasks._data import _PROVIDED, has_task_data, provide_task_data
+
+    cfg = TaskConfig.from_dict({"dataset": {"name": "iris"}, "split": {"val": 0.25, "test": 0.25}})
+    import copy
+
+    data = load_task(cfg, 7)
+    shipped = copy.copy(data)  # another object: load_task's own cache would return `data`
+    assert not has_task_data(cfg, 7)
+    try:
+        provide_task_data(cfg, 7, shipped)
+        assert has_task_data(cfg, 7)
+        assert load_task(cfg, 7) is shipped
+        assert load_task(cfg, 8) is not shipped
+    finally:
+        _PROVIDED.clear()
