@@ -222,6 +222,7 @@ class Pretraining:
         self.agent_config = AgentConfig.from_dict(config["agent"], config.get("agent_source", ""))
         self.budget = int(config["budget"])
         self.seed = int(config["seed"])
+        self.revision: str | None = None
 
     @classmethod
     def create(
@@ -335,6 +336,7 @@ class Pretraining:
 
         _prepare_compute(InProcessExecutor())
         t0 = time.perf_counter()
+        self.revision = git_revision()  # the code that runs, before anything edits the checkout
         ledgers: list[Ledger] = []
         try:
             bindings: list[TaskBinding] = []
@@ -449,7 +451,7 @@ class Pretraining:
             "trained": state.trained,
             "seed": self.seed,
             "wall_seconds": round(wall, 1),
-            "git_revision": git_revision(),
+            "git_revision": self.revision or git_revision(),
             "loss_rl_version": __version__,
             "layout": layout_of(cfg),
             "curve": summary,
