@@ -92,27 +92,42 @@ def missing(run: Run) -> list[str]:
     algo = run.config.get("agent", {}).get("algo")
     if is_baseline(run):
         notes.append(f"no policy: {algo} is a baseline searcher, it has no agent.zip to inspect")
-    elif not (run.path / AGENT_FILE).is_file():
+    elif policy_file(run) is None:
         notes.append("no agent.zip: the run stopped before its first checkpoint; no policy")
     return notes
 
 
+def policy_file(run: Run) -> Path | None:
+    """The policy a run used: its ``agent.zip``, or for a ``--no-train`` rollout the policy it
+    rolled out (``config.init_agent``, e.g. a pretrained one); ``None`` if there is none."""
+    if is_baseline(run):
+        return None
+    own = run.path / AGENT_FILE
+    if own.is_file():
+        return own
+    init = run.config.get("init_agent")
+    if init and not run.config.get("train", True) and Path(init).is_file():
+        return Path(init)
+    return None
+
+
 def load_policy(run: Run) -> BaseAlgorithm | None:
-    """The saved SB3 agent of ``run`` (``None`` for baselines or without ``agent.zip``).
+    """The SB3 agent of ``run`` (see :func:`policy_file`; ``None`` for baselines or without one).
 
     Raises:
-        RunError: if ``agent.zip`` exists but cannot be loaded.
+        RunError: if the policy file exists but cannot be loaded.
     """
-    if is_baseline(run) or not (run.path / AGENT_FILE).is_file():
+    path = policy_file(run)
+    if path is None:
         return None
     from loss_rl.agents import load_agent
 
     try:
-        return load_agent(str(run.config["agent"]["algo"]), run.path / AGENT_FILE)
+        return load_agent(str(run.config["agent"]["algo"]), path)
     except LossRLError:
         raise
     except Exception as err:  # a truncated or foreign zip: name the file
-        raise RunError(f"{run.path / AGENT_FILE} cannot be loaded: {err}") from err
+        raise RunError(f"{path} cannot be loaded: {err}") from err
 
 
 def _env_config(run: Run) -> EnvConfig:
@@ -965,7 +980,7 @@ def inspect_run(
     compatible = not any("newer loss_rl" in n for n in notes)
     if not rollout_policy:
         notes.append("policy rollout skipped (--no-rollout)")
-    elif compatible and not is_baseline(run) and (run.path / AGENT_FILE).is_file():
+    elif compatible and policy_file(run) is not None:
         try:
             model = load_policy(run)
             roll = rollout(run, seed=seed, train=train, model=model)

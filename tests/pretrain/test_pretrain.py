@@ -157,3 +157,15 @@ def test_cli_pretrain_then_search_with_the_policy(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--suite" in res.output
     res = runner.invoke(app, ["pretrain", "--suite", "nope", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "classification" in res.output
+
+
+def test_inspect_finds_the_policy_a_no_train_run_rolled_out(
+    pretrained: Path, tmp_path: Path
+) -> None:
+    from loss_rl.inspect import load_policy, policy_file
+
+    run = Search.create("tiny:iris_clean", "maskable_ppo", budget=6, out=tmp_path, name="r",
+                        init_agent=pretrained, train=False).run(verify_top=False)  # fmt: skip
+    assert not (run.path / "agent.zip").is_file()
+    assert policy_file(run) == (pretrained / "agent.zip").resolve()
+    assert load_policy(run) is not None
