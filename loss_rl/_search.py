@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loss_rl.agents import (
+    AGENT_FILE,
+    REPLAY_FILE,
     AgentConfig,
     BudgetCallback,
-    CheckpointCallback,
     Progress,
-    ProgressCallback,
     SearchState,
+    learn_until_done,
     load_agent,
     load_agent_config,
     make_agent,
+    save_agent,
 )
 from loss_rl.errors import ConfigError, RunError
 from loss_rl.evaluation import Evaluator, Executor
@@ -45,8 +47,6 @@ DEFAULT_ENV = "digits_noisy"
 DEFAULT_AGENT = "maskable_ppo"
 PRETRAINED = "pretrained"
 """``--agent pretrained``: the package's policy (:func:`loss_rl.pretrain.shipped_policy`)."""
-AGENT_FILE = "agent.zip"
-REPLAY_FILE = "replay_buffer.pkl"
 CONFIG_VERSION = 1
 
 def _new_run_dir(out: Path, env: str, algo: str, seed: int) -> Path:
@@ -347,26 +347,8 @@ class Search:
             _roll_out(model, vec, state, progress, self.agent_config.uses_masks)
             return
 
-        def save() -> None:
-            tmp = self.path / "agent.tmp.zip"
-            model.save(str(tmp))
-            os.replace(tmp, agent_path)  # atomic: a kill never leaves half a file
-            if hasattr(model, "save_replay_buffer"):
-                model.save_replay_buffer(str(self.path / "replay_buffer.tmp.pkl"))
-                os.replace(self.path / "replay_buffer.tmp.pkl", self.path / REPLAY_FILE)
-
-        callbacks = [BudgetCallback(state), CheckpointCallback(save, every_steps=20)]
-        if progress is not None:
-            callbacks.append(ProgressCallback(state, progress))
-        try:
-            # learn() in chunks of env steps: schedules (DQN's epsilon) span a chunk, and the
-            # budget callback, counting inner trainings, ends the run.
-            while not state.done:
-                model.learn(total_timesteps=4 * self.budget, callback=callbacks,
-                            reset_num_timesteps=fresh)  # fmt: skip
-                fresh = False
-        finally:
-            save()  # also on Ctrl-C: the resumed run continues from here
+        learn_until_done(model, state, BudgetCallback(state), lambda: save_agent(model, self.path),
+                         chunk_steps=4 * self.budget, fresh=fresh, progress=progress)  # fmt: skip
 
     # -----------------------------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -34,15 +33,16 @@ from pathlib import Path
 from typing import Any, cast
 
 from loss_rl.agents import (
+    AGENT_FILE,
     AgentConfig,
     BudgetCallback,
-    CheckpointCallback,
     Progress,
-    ProgressCallback,
     SearchState,
+    learn_until_done,
     load_agent,
     load_agent_config,
     make_agent,
+    save_agent,
 )
 from loss_rl.errors import ConfigError, RunError
 from loss_rl.evaluation import EvalStats, Evaluator, InProcessExecutor
@@ -52,7 +52,6 @@ from loss_rl.suites import Suite, load_suite, parse_suite
 
 logger = logging.getLogger(__name__)
 
-AGENT_FILE = "agent.zip"
 CARD_JSON = "card.json"
 CARD_MD = "card.md"
 CURVE_CSV = "curve.csv"
@@ -377,22 +376,13 @@ class Pretraining:
                 model = make_agent(self.agent_config, vec, seed=self.seed)
                 fresh = True
 
-            def save() -> None:
-                tmp = self.path / "agent.tmp.zip"
-                model.save(str(tmp))
-                os.replace(tmp, agent_path)
-
             rows: list[_Episode] = []
-            callbacks = [_CurveCallback(state, rows), CheckpointCallback(save, every_steps=20)]
-            if progress is not None:
-                callbacks.append(ProgressCallback(state, progress))
             try:
-                while not state.done:
-                    model.learn(total_timesteps=4 * self.budget, callback=callbacks,
-                                reset_num_timesteps=fresh)  # fmt: skip
-                    fresh = False
+                learn_until_done(model, state, _CurveCallback(state, rows),
+                                 lambda: save_agent(model, self.path),
+                                 chunk_steps=4 * self.budget, fresh=fresh,
+                                 progress=progress)  # fmt: skip
             finally:
-                save()
                 self._append_curve(rows)
             self._write_card(cfg, bindings, state, time.perf_counter() - t0)
         finally:

@@ -16,6 +16,7 @@ Every other key is passed to the SB3 constructor and validated against its signa
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,22 @@ def make_agent(
                    tensorboard_log=tensorboard_log, **config.hyperparams)  # fmt: skip
     except (TypeError, ValueError, AssertionError) as err:
         raise ConfigError(f"{config.algo} rejected its hyper-parameters: {err}", "agent") from err
+
+
+AGENT_FILE = "agent.zip"
+REPLAY_FILE = "replay_buffer.pkl"
+
+
+def save_agent(model: BaseAlgorithm, folder: Path) -> None:
+    """Write ``folder/agent.zip`` (and DQN's replay buffer) atomically: a kill mid-write never
+    leaves half a file, so an interrupted run resumes from its last checkpoint."""
+    tmp = folder / "agent.tmp.zip"
+    model.save(str(tmp))
+    os.replace(tmp, folder / AGENT_FILE)
+    if hasattr(model, "save_replay_buffer"):
+        tmp_buffer = folder / "replay_buffer.tmp.pkl"
+        model.save_replay_buffer(str(tmp_buffer))
+        os.replace(tmp_buffer, folder / REPLAY_FILE)
 
 
 def load_agent(algo: str, path: str | Path, env: VecEnv | None = None) -> BaseAlgorithm:
