@@ -33,6 +33,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
@@ -72,13 +73,28 @@ def default_workers() -> int:
     return min(available_cores(), MAX_DEFAULT_WORKERS)
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int | None = None) -> None:
     import torch
 
     # One thread per worker: no oversubscription, no spin-waiting on a busy core.
     torch.set_num_threads(1)
     with contextlib.suppress(RuntimeError):  # already set (fork start method)
         torch.set_num_interop_threads(1)
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int, every_s: float = 2.0) -> None:
+    """Exit when the search process is gone.
+
+    A search killed with SIGKILL cannot shut its pool down, and the idle workers (~300 MB each)
+    would otherwise wait on their queue forever (measured here: orphans from killed runs alive
+    two hours later).
+    """
+    while True:
+        time.sleep(every_s)
+        if os.getppid() != parent:
+            os._exit(0)
 
 
 def _run_chunk(payload: tuple[Any, ...]) -> Any:
@@ -97,7 +113,9 @@ def get_pool(size: int) -> ProcessPoolExecutor:
         if _pool is None:
             method = os.environ.get(START_ENV, "spawn")
             ctx = multiprocessing.get_context(method)
-            _pool = ProcessPoolExecutor(max_workers=size, mp_context=ctx, initializer=_init_worker)
+            _pool = ProcessPoolExecutor(max_workers=size, mp_context=ctx,
+                                        initializer=_init_worker,
+                                        initargs=(os.getpid(),))  # fmt: skip
             _pool_size = size
         return _pool
 
