@@ -521,6 +521,7 @@ def _roll_out(
         kwargs = {"action_masks": vec.get_action_masks()} if masks else {}
         actions, _ = model.predict(obs, deterministic=False, **kwargs)
         obs, _, _, infos = vec.step(actions)
+        state.env_steps += len(infos)
         for info in infos:
             res = info.get("result")
             if res is not None:

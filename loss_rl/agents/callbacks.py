@@ -46,15 +46,25 @@ class SearchState:
         trained_before: Trainings recorded by earlier sessions (resume).
         max_proposals: Cap on proposals in this session, so that a policy that only revisits
             cached losses cannot stall the run (cached/rejected proposals are free but bounded).
+        max_env_steps: Cap on env steps in this session (default 10 × ``max_proposals``), so
+            that a policy that only takes masked no-op actions (DQN, PPO: no masks) cannot
+            stall it either: those steps propose nothing.
     """
 
     def __init__(
-        self, evaluator: Evaluator, budget: int, trained_before: int = 0, max_proposals: int = 0
+        self,
+        evaluator: Evaluator,
+        budget: int,
+        trained_before: int = 0,
+        max_proposals: int = 0,
+        max_env_steps: int = 0,
     ) -> None:
         self.evaluator = evaluator
         self.budget = budget
         self.trained_before = trained_before
         self.max_proposals = max_proposals or 10 * budget
+        self.max_env_steps = max_env_steps or 10 * self.max_proposals
+        self.env_steps = 0
         self.best_score: float | None = None
         self.best_expression: str | None = None
         self.started = time.perf_counter()
@@ -66,8 +76,12 @@ class SearchState:
 
     @property
     def done(self) -> bool:
-        """Budget spent, or too many proposals without progress."""
-        return self.trained >= self.budget or self.evaluator.stats.proposed >= self.max_proposals
+        """Budget spent, or too many proposals (or env steps) without progress."""
+        return (
+            self.trained >= self.budget
+            or self.evaluator.stats.proposed >= self.max_proposals
+            or self.env_steps >= self.max_env_steps
+        )
 
     def observe(self, score: float | None, expression: str) -> None:
         """Update the best-so-far with one result."""
@@ -98,7 +112,9 @@ class BudgetCallback(BaseCallback):
         self.state = state
 
     def _on_step(self) -> bool:
-        for info in self.locals.get("infos", []):
+        infos = self.locals.get("infos", [])
+        self.state.env_steps += len(infos)
+        for info in infos:
             res = info.get("result")
             if res is not None:
                 self.state.observe(res.score, res.expression)
