@@ -94,10 +94,15 @@ class Ledger:
         cols = {r[1] for r in self._db.execute("PRAGMA table_info(evaluations)")}
         if "action" not in cols:  # a version-1 ledger: add the column, keep every row
             self._db.execute("ALTER TABLE evaluations ADD COLUMN action TEXT")
-        self._db.execute(
-            "UPDATE meta SET value=? WHERE name='schema_version'", (str(LEDGER_SCHEMA_VERSION),)
-        )
-        self._db.commit()
+        if row is None or int(row[0]) != LEDGER_SCHEMA_VERSION:
+            self._db.execute(
+                "UPDATE meta SET value=? WHERE name='schema_version'",
+                (str(LEDGER_SCHEMA_VERSION),),
+            )
+        # Opening a current ledger writes nothing, so a reader (inspect, a progress poll) never
+        # takes the write lock from a running search.
+        if self._db.in_transaction:
+            self._db.commit()
 
     def close(self) -> None:
         """Close the connection."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -100,10 +101,14 @@ def _wait_for_trained(run_dir: Path, n: int, proc: subprocess.Popen[str], timeou
     t0 = time.time()
     while time.time() - t0 < timeout:
         if (run_dir / LEDGER).is_file():
-            try:
-                led = Ledger(run_dir / LEDGER)
-                done = led.counts()["trained"]
-                led.close()
+            try:  # read-only: the poll must never take the write lock from the search
+                with contextlib.closing(
+                    sqlite3.connect(f"file:{run_dir / LEDGER}?mode=ro", uri=True, timeout=5)
+                ) as db:
+                    row = db.execute(
+                        "SELECT COUNT(*) FROM evaluations WHERE source='trained'"
+                    ).fetchone()
+                done = int(row[0])
             except sqlite3.Error:
                 done = 0
             if done >= n:
