@@ -292,11 +292,11 @@ class Search:
         """Measure the landmarks once (recorded as trainings of this run) and keep them."""
         if self.config.get("task_features") or "task_features" in self.env_preset.space:
             return
-        from loss_rl.descriptors import landmark_values, with_landmarks
+        from loss_rl.descriptors import task_descriptor
 
-        base = env_config(self.env_preset).task_features
-        values = landmark_values(evaluator, self.env_preset.task.kind)
-        self.config["task_features"] = [round(float(v), 6) for v in with_landmarks(base, values)]
+        feats = task_descriptor(self.env_preset.task, self.env_preset.evaluation.data_seed,
+                                evaluator)  # fmt: skip
+        self.config["task_features"] = [round(float(v), 6) for v in feats]
         write_yaml(self.path / CONFIG, self.config)
 
     def _run_baseline(

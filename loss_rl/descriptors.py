@@ -102,10 +102,9 @@ def task_descriptor(
         evaluator: Trains the landmarks (``None``: landmark slots stay 0).
     """
     feats = meta_features(task, data_seed)
-    if evaluator is not None:
-        for slot, v in zip(LANDMARK_SLOTS, landmark_values(evaluator, task.kind), strict=True):
-            feats[slot] = v
-    return feats
+    if evaluator is None:
+        return feats
+    return with_landmarks(feats, landmark_values(evaluator, task.kind))
 
 
 def with_landmarks(features: Sequence[float], values: Sequence[float]) -> list[float]:

@@ -44,6 +44,7 @@ from loss_rl.agents import (
     make_agent,
     save_agent,
 )
+from loss_rl.descriptors import N_FEATURES
 from loss_rl.errors import ConfigError, RunError
 from loss_rl.evaluation import EvalStats, Evaluator, InProcessExecutor
 from loss_rl.presets import check_budget
@@ -314,7 +315,7 @@ class Pretraining:
         from loss_rl.envs import EnvConfig
 
         space = {**self.suite.space, **self.suite.pretrain_space, "kind": self.suite.kind}
-        space["task_features"] = [0.0] * _n_features()
+        space["task_features"] = [0.0] * N_FEATURES
         return EnvConfig.from_dict(space, prefix="suite.space")
 
     def run(self, progress: Callable[[Progress], None] | None = None) -> Path:
@@ -324,7 +325,7 @@ class Pretraining:
             The policy file (``agent.zip``).
         """
         from loss_rl._search import _prepare_compute
-        from loss_rl.descriptors import landmark_values, meta_features, with_landmarks
+        from loss_rl.descriptors import task_descriptor
         from loss_rl.envs import (
             BatchedLossVecEnv,
             LossDesignEnv,
@@ -350,10 +351,7 @@ class Pretraining:
                 ev = Evaluator(preset.task, seeds=preset.evaluation.seeds,
                                data_seed=preset.evaluation.data_seed, ledger=ledger)  # fmt: skip
                 evaluators.append(ev)
-                feats = with_landmarks(
-                    meta_features(preset.task, preset.evaluation.data_seed),
-                    landmark_values(ev, preset.task.kind),
-                )
+                feats = task_descriptor(preset.task, preset.evaluation.data_seed, ev)
                 bindings.append(TaskBinding(tname, ev, tuple(feats)))
             # Cached proposals cost no training and are free experience for the policy: allow
             # more of them than a search does (a search caps them at 10 x budget).
@@ -450,12 +448,6 @@ class Pretraining:
         }
         (self.path / CARD_JSON).write_text(json.dumps(card, indent=2))
         (self.path / CARD_MD).write_text(card_markdown(card))
-
-
-def _n_features() -> int:
-    from loss_rl.descriptors import N_FEATURES
-
-    return N_FEATURES
 
 
 def _plot_curve(curve: Any, path: Path) -> None:
