@@ -53,8 +53,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from loss_rl import refine
 from loss_rl.expr import known_loss
-from loss_rl.meta import MetaProgress, refine
+from loss_rl.meta import MetaProgress
 
 DEFAULT_SOURCES = {
     "digits_noisy": str(known_loss("gce", q=0.3)),

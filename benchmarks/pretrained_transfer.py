@@ -90,9 +90,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from loss_rl._search import Search
+    from loss_rl.agents.cards import CARD_JSON
     from loss_rl.expr import parse
-    from loss_rl.pretrain import CARD_JSON, Pretraining
-    from loss_rl.suites import load_suite
+    from loss_rl.presets import load_suite
+    from loss_rl.pretrain import Pretraining
     from loss_rl.verify import verify
 
     suite = load_suite(args.suite)

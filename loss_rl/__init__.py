@@ -1,8 +1,10 @@
 """loss_rl: discover training loss functions with reinforcement learning.
 
 The public API is re-exported here; everything else lives in private modules or subpackages.
-Importing :mod:`loss_rl` loads the loss language (torch) but not the RL stack (gymnasium,
-stable-baselines3), which the search imports when it runs.
+Importing :mod:`loss_rl` loads the loss language (torch) and registers the gymnasium ids
+``loss_rl/LossDesign-v0`` and ``loss_rl/<preset>-v0`` (``gymnasium.make`` works right after
+``import loss_rl``), but not the RL stack (the envs themselves, stable-baselines3), which is
+imported when an env is made or a search runs.
 
 Example:
     >>> import loss_rl
@@ -18,6 +20,9 @@ from loss_rl._version import __version__
 from loss_rl.errors import ConfigError, LossRLError, LossSpecError, LossSyntaxError, RunError
 from loss_rl.export import export, load_loss
 from loss_rl.expr import KNOWN_LOSSES, Expr, ExprLoss, check, compile_loss, known_loss, parse
+from loss_rl.presets import register_envs
+
+register_envs()
 
 # Loaded on first use: the search pulls in gymnasium and stable-baselines3, meta-learning its own
 # machinery; `import loss_rl` for exporting or loading a loss should not wait for them.
@@ -27,8 +32,8 @@ _LAZY = {
     "Search": "loss_rl._search",
     "list_runs": "loss_rl._search",
     "load_run": "loss_rl.store",
-    "refine": "loss_rl.meta",
-    "meta_train": "loss_rl.meta",
+    "refine": "loss_rl._refine",
+    "meta_train": "loss_rl._refine",
 }
 
 

@@ -8,70 +8,36 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from loss_rl.errors import ConfigError
 from loss_rl.expr import Expr, TaskKind, check, fingerprint, known_loss
+from loss_rl.results import EvalResult, Status
 
 if TYPE_CHECKING:
-    from loss_rl.store import Ledger
     from loss_rl.tasks import TaskConfig
     from loss_rl.training import TrainResult
 
 logger = logging.getLogger(__name__)
 
 
-class Status(str, Enum):
-    """Outcome of one candidate's evaluation."""
+class LedgerLike(Protocol):
+    """Where an evaluator keeps its results (:class:`loss_rl.store.Ledger` is the SQLite one).
 
-    OK = "ok"
-    REJECTED = "rejected"  # failed a validity check; never trained
-    DIVERGED = "diverged"  # loss or gradients became NaN/inf during training
-    ERROR = "error"  # anything else went wrong while evaluating it
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Result of evaluating one candidate loss.
-
-    Attributes:
-        key: Canonical key of the expression.
-        expression: Readable form of the expression as proposed.
-        score: Validation score (mean over paired seeds; higher is better), ``None`` unless ok.
-        status: See :class:`Status`.
-        metrics: Validation metrics averaged over seeds (e.g. ``accuracy``, ``nll``).
-        fidelity: Inner-training steps used.
-        seeds: Paired seeds trained.
-        seconds: Wall time attributed to this candidate (0 for cached/rejected).
-        source: ``"trained"``, ``"cache_key"``, ``"cache_fingerprint"`` or ``"check"``.
-        reason: Why it was rejected / diverged / errored.
-        fingerprint: Numeric fingerprint (``None`` when it could not be computed).
+    Results recorded by one session warm the cache of the next (a resume trains nothing twice).
     """
 
-    key: str
-    expression: str
-    score: float | None
-    status: Status
-    metrics: dict[str, float] = field(default_factory=dict)
-    fidelity: int = 0
-    seeds: tuple[int, ...] = ()
-    seconds: float = 0.0
-    source: str = "trained"
-    reason: str = ""
-    fingerprint: str | None = None
+    def resolved(self) -> Iterable[EvalResult]:
+        """Every result that decided a key by itself (trained or rejected), oldest first."""
+        ...
 
-    @property
-    def ok(self) -> bool:
-        """Whether the candidate trained to a finite score."""
-        return self.status is Status.OK
-
-    @property
-    def trained(self) -> bool:
-        """Whether this evaluation cost an inner training (counts against the budget)."""
-        return self.source == "trained"
+    def record(
+        self, results: Sequence[EvalResult], contexts: Sequence[dict[str, Any]] | None = None
+    ) -> None:
+        """Append one batch of results (with their bookkeeping contexts) atomically."""
+        ...
 
 
 @runtime_checkable
@@ -196,7 +162,7 @@ class Evaluator:
         steps: int | None = None,
         seeds: Sequence[int] = (0, 1),
         data_seed: int | None = 0,
-        ledger: Ledger | None = None,
+        ledger: LedgerLike | None = None,
         executor: Executor | None = None,
         reference: Expr | None = None,
     ) -> None:
@@ -316,8 +282,14 @@ class Evaluator:
 
         def failed(e: Expr, status: Status, reason: str, seconds: float = 0.0) -> EvalResult:
             return EvalResult(
-                "", str(e), None, status, fidelity=self.steps, seeds=self.seeds,
-                seconds=seconds, reason=reason,
+                "",
+                str(e),
+                None,
+                status,
+                fidelity=self.steps,
+                seeds=self.seeds,
+                seconds=seconds,
+                reason=reason,
             )
 
         try:
@@ -353,8 +325,14 @@ class Evaluator:
                 }
                 out.append(
                     EvalResult(
-                        "", str(e), score, Status.OK, metrics=metrics, fidelity=self.steps,
-                        seeds=self.seeds, seconds=seconds,
+                        "",
+                        str(e),
+                        score,
+                        Status.OK,
+                        metrics=metrics,
+                        fidelity=self.steps,
+                        seeds=self.seeds,
+                        seconds=seconds,
                     )
                 )
         return out

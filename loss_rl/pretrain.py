@@ -3,7 +3,7 @@
 On one task an agent spends its first hundred or so inner trainings learning things that hold on
 most tasks ("under label noise, drop CE for a bounded term"), which is why it ties with random
 search there (REFERENCES.md, last section). Pretraining amortises that lesson: the agent learns on
-the tasks of a suite (:mod:`loss_rl.suites`), one task per episode, seeing each task's descriptor
+the tasks of a suite (:mod:`loss_rl.presets`), one task per episode, seeing each task's descriptor
 with its landmark scores (:mod:`loss_rl.descriptors`), and a new task starts from the result with
 ``loss-rl search --init-agent PATH`` (fine-tuned) or ``--no-train`` (only rolled out).
 
@@ -32,122 +32,40 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
+from loss_rl._version import __version__
 from loss_rl.agents import (
     AGENT_FILE,
     AgentConfig,
     BudgetCallback,
     Progress,
     SearchState,
-    learn_until_done,
-    load_agent,
-    load_agent_config,
-    make_agent,
-    save_agent,
+    open_agent,
+    train_agent,
 )
-from loss_rl.descriptors import N_FEATURES
+from loss_rl.agents.cards import CARD_JSON, CARD_MD, card_markdown, layout_of
+from loss_rl.descriptors import N_FEATURES, task_descriptor
+from loss_rl.envs import (
+    BatchedLossVecEnv,
+    EnvConfig,
+    LossDesignEnv,
+    TaskBinding,
+    TaskSchedule,
+    TaskSwitcher,
+)
 from loss_rl.errors import ConfigError, RunError
 from loss_rl.evaluation import EvalStats, Evaluator, InProcessExecutor
-from loss_rl.presets import check_budget
+from loss_rl.executors import prepare_compute
+from loss_rl.presets import Suite, check_budget, load_agent_config, load_suite, parse_suite
 from loss_rl.store import CONFIG, LEDGER, Ledger, read_yaml, write_yaml
-from loss_rl.suites import Suite, load_suite, parse_suite
 
 logger = logging.getLogger(__name__)
 
-CARD_JSON = "card.json"
-CARD_MD = "card.md"
 CURVE_CSV = "curve.csv"
 CURVE_PNG = "curve.png"
 PROPOSALS_PER_TRAINING = 30
 """Cap on proposals per unit of budget in a pretraining (cache hits are free but bounded)."""
 PRETRAIN_SECTION = "pretrain"
 """Section of an agent preset used for pretraining (over ``default``)."""
-DESCRIPTOR = "meta-features+landmarks/v1"
-"""Version of the task descriptor a policy was trained with (:mod:`loss_rl.descriptors`)."""
-_LAYOUT_KEYS = (
-    "space", "kind", "terms", "weight_grid", "param_grids", "max_size", "leaves", "ops",
-    "constants", "max_steps",
-)  # fmt: skip
-
-
-def layout_of(env_config: Any) -> dict[str, Any]:
-    """What ties a policy to an MDP: the space's catalog, grids, sizes and the descriptor.
-
-    Two env configs with equal layouts have the same observation and action meaning, so a policy
-    trained on one runs on the other.
-    """
-    d = env_config.to_dict()
-    out = {k: d.get(k) for k in _LAYOUT_KEYS}
-    if d.get("space") == "parametric":  # defaults resolved: a preset that spells them out matches
-        out["terms"] = list(env_config.term_names)
-        out["param_grids"] = {
-            f"{t}.{p}": list(env_config.param_grid(t, p))
-            for t in env_config.term_names
-            for p in _term_params(t)
-        }
-    out["n_task_features"] = len(env_config.task_features)
-    out["descriptor"] = DESCRIPTOR
-    return json.loads(json.dumps(out, default=list))  # tuples -> lists, as in a card
-
-
-def _term_params(term: str) -> tuple[str, ...]:
-    from loss_rl.envs import TERMS
-
-    return TERMS[term].params
-
-
-def check_layout(card: dict[str, Any], env_config: Any, where: str) -> None:
-    """Raise a clear error if a policy card's layout differs from ``env_config``'s.
-
-    Raises:
-        ConfigError: naming the keys that differ and what to do.
-    """
-    want = card.get("layout")
-    if not isinstance(want, dict):
-        return
-    have = layout_of(env_config)
-    diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-    if diff:
-        detail = "; ".join(f"{k}: policy {want.get(k)!r}, env {have.get(k)!r}" for k in diff)
-        raise ConfigError(
-            f"the policy in {where} was trained on another observation/action layout ({detail}). "
-            "Use an env whose space matches (e.g. a task of the suite it was pretrained on), or "
-            "pretrain a policy for this space with `loss-rl pretrain`",
-            field="init_agent",
-        )
-
-
-def read_card(policy: str | Path) -> dict[str, Any] | None:
-    """The card next to a policy file or in a pretraining folder (``None`` if there is none)."""
-    p = Path(policy)
-    for cand in (p / CARD_JSON, p.with_suffix(".json"), p.parent / CARD_JSON):
-        if cand.is_file():
-            try:
-                return cast(dict[str, Any], json.loads(cand.read_text()))
-            except (OSError, json.JSONDecodeError) as err:
-                raise ConfigError(f"unreadable policy card {cand}: {err}", "init_agent") from err
-    return None
-
-
-SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained"
-"""Where the package keeps its pretrained policies: ``<kind>.zip`` with its card ``<kind>.json``."""
-
-
-def shipped_policy(kind: str = "classification") -> Path:
-    """The policy shipped in the package for a task kind (``--agent pretrained``).
-
-    Raises:
-        ConfigError: if none is shipped for ``kind``.
-    """
-    path = SHIPPED_DIR / f"{kind}.zip"
-    if not path.is_file():
-        have = sorted(p.stem for p in SHIPPED_DIR.glob("*.zip")) if SHIPPED_DIR.is_dir() else []
-        raise ConfigError(
-            f"no pretrained policy is shipped for {kind} tasks (shipped: "
-            f"{', '.join(have) or 'none'}); pretrain one with `loss-rl pretrain --suite SUITE` "
-            "and pass --init-agent FOLDER",
-            field="agent",
-        )
-    return path
 
 
 def git_revision() -> str:
@@ -156,10 +74,13 @@ def git_revision() -> str:
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=here,
-            capture_output=True, text=True,
-            timeout=5, check=True,
-        )  # fmt: skip
+            ["git", "describe", "--always", "--dirty", "--abbrev=7"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -206,9 +127,13 @@ class _CurveCallback(BudgetCallback):
                 self._best[i] = score if prev is None else max(prev, score)
             if done:
                 self.rows.append(
-                    _Episode(self.state.trained, str(info.get("task")),
-                             float(info.get("reference_score") or 0.0), self._best.pop(i, None))
-                )  # fmt: skip
+                    _Episode(
+                        self.state.trained,
+                        str(info.get("task")),
+                        float(info.get("reference_score") or 0.0),
+                        self._best.pop(i, None),
+                    )
+                )
         return super()._on_step()
 
 
@@ -290,8 +215,11 @@ class Pretraining:
         }
         write_yaml(path / CONFIG, config)
         p = cls(path, config)
-        p.log_command(command or f"loss_rl.pretrain({s.name!r}, agent={str(agent)!r}, "
-                                 f"budget={budget!r}, seed={seed!r})")  # fmt: skip
+        p.log_command(
+            command
+            or f"loss_rl.pretrain({s.name!r}, agent={str(agent)!r}, "
+            f"budget={budget!r}, seed={seed!r})"
+        )
         return p
 
     @classmethod
@@ -310,10 +238,8 @@ class Pretraining:
         with (self.path / "command.txt").open("a") as f:
             f.write(command.rstrip() + "\n")
 
-    def env_config(self) -> Any:
+    def env_config(self) -> EnvConfig:
         """The shared MDP with the suite's pretraining settings applied."""
-        from loss_rl.envs import EnvConfig
-
         space = {**self.suite.space, **self.suite.pretrain_space, "kind": self.suite.kind}
         space["task_features"] = [0.0] * N_FEATURES
         return EnvConfig.from_dict(space, prefix="suite.space")
@@ -324,17 +250,7 @@ class Pretraining:
         Returns:
             The policy file (``agent.zip``).
         """
-        from loss_rl._search import _prepare_compute
-        from loss_rl.descriptors import task_descriptor
-        from loss_rl.envs import (
-            BatchedLossVecEnv,
-            LossDesignEnv,
-            TaskBinding,
-            TaskSchedule,
-            TaskSwitcher,
-        )
-
-        _prepare_compute(InProcessExecutor())
+        prepare_compute(InProcessExecutor())
         t0 = time.perf_counter()
         self.revision = git_revision()  # the code that runs, before anything edits the checkout
         ledgers: list[Ledger] = []
@@ -348,16 +264,23 @@ class Pretraining:
                 ledger = Ledger(folder / LEDGER)
                 ledgers.append(ledger)
                 before += ledger.counts()["trained"]
-                ev = Evaluator(preset.task, seeds=preset.evaluation.seeds,
-                               data_seed=preset.evaluation.data_seed, ledger=ledger)  # fmt: skip
+                ev = Evaluator(
+                    preset.task,
+                    seeds=preset.evaluation.seeds,
+                    data_seed=preset.evaluation.data_seed,
+                    ledger=ledger,
+                )
                 evaluators.append(ev)
                 feats = task_descriptor(preset.task, preset.evaluation.data_seed, ev)
                 bindings.append(TaskBinding(tname, ev, tuple(feats)))
             # Cached proposals cost no training and are free experience for the policy: allow
             # more of them than a search does (a search caps them at 10 x budget).
-            state = SearchState(cast(Evaluator, _SuiteEvaluators(evaluators)), self.budget,
-                                trained_before=before,
-                                max_proposals=PROPOSALS_PER_TRAINING * self.budget)  # fmt: skip
+            state = SearchState(
+                cast(Evaluator, _SuiteEvaluators(evaluators)),
+                self.budget,
+                trained_before=before,
+                max_proposals=PROPOSALS_PER_TRAINING * self.budget,
+            )
             cfg = self.env_config()
             schedule = TaskSchedule(bindings, seed=self.seed)
             envs = [
@@ -366,20 +289,17 @@ class Pretraining:
             ]
             vec = BatchedLossVecEnv(envs, multi_task=True)
             vec.seed(self.seed)
-            agent_path = self.path / AGENT_FILE
-            if agent_path.is_file():
-                model = load_agent(self.agent_config.algo, agent_path, env=vec)
-                fresh = False
-            else:
-                model = make_agent(self.agent_config, vec, seed=self.seed)
-                fresh = True
-
+            model, fresh = open_agent(self.agent_config, vec, self.path, seed=self.seed)
             rows: list[_Episode] = []
             try:
-                learn_until_done(model, state, _CurveCallback(state, rows),
-                                 lambda: save_agent(model, self.path),
-                                 chunk_steps=4 * self.budget, fresh=fresh,
-                                 progress=progress)  # fmt: skip
+                train_agent(
+                    model,
+                    state,
+                    self.path,
+                    fresh=fresh,
+                    budget_callback=_CurveCallback(state, rows),
+                    progress=progress,
+                )
             finally:
                 self._append_curve(rows)
             self._write_card(cfg, bindings, state, time.perf_counter() - t0)
@@ -398,15 +318,19 @@ class Pretraining:
             if new:
                 w.writerow(["trained", "task", "reference", "best"])
             for r in rows:
-                w.writerow([r.trained, r.task, f"{r.reference:.6f}",
-                            "" if r.best is None else f"{r.best:.6f}"])  # fmt: skip
+                w.writerow(
+                    [
+                        r.trained,
+                        r.task,
+                        f"{r.reference:.6f}",
+                        "" if r.best is None else f"{r.best:.6f}",
+                    ]
+                )
 
     def _write_card(
         self, cfg: Any, bindings: Sequence[Any], state: SearchState, wall: float
     ) -> None:
         import pandas as pd
-
-        from loss_rl import __version__
 
         curve = pd.read_csv(self.path / CURVE_CSV) if (self.path / CURVE_CSV).is_file() else None
         summary: dict[str, Any] = {}
@@ -459,40 +383,18 @@ def _plot_curve(curve: Any, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.scatter(curve["trained"], curve["gain"], s=4, alpha=0.3, label="episode")
     window = max(5, len(curve) // 20)
-    ax.plot(curve["trained"], curve["gain"].rolling(window, min_periods=1).mean(), color="C1",
-            label=f"rolling mean ({window} episodes)")  # fmt: skip
+    ax.plot(
+        curve["trained"],
+        curve["gain"].rolling(window, min_periods=1).mean(),
+        color="C1",
+        label=f"rolling mean ({window} episodes)",
+    )
     ax.set_xlabel("inner trainings")
     ax.set_ylabel("episode best − CE (val)")
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def card_markdown(card: dict[str, Any]) -> str:
-    """A policy card as Markdown (what ``card.md`` holds)."""
-    c = card.get("curve", {})
-    lines = [
-        f"# Pretrained loss-design policy: {card['algo']} on suite `{card['suite']}`",
-        "",
-        f"- tasks ({len(card['tasks'])}): {', '.join(card['tasks'])}",
-        f"- left out: {', '.join(card['excluded']) or 'none'}",
-        f"- budget: {card['trained']} inner trainings spent of {card['budget']}, "
-        f"{card['wall_seconds']} s, seed {card['seed']}",
-        f"- git revision {card['git_revision']}, loss_rl {card['loss_rl_version']}",
-        f"- layout: {card['layout']['space']} space, terms {card['layout'].get('terms')}, "
-        f"descriptor {card['layout']['descriptor']}",
-    ]
-    if c:
-        lines.append(
-            f"- training curve: mean episode gain over CE {c['gain_first_quarter']:+.4f} in the "
-            f"first quarter of {c['episodes']} episodes, {c['gain_last_quarter']:+.4f} in the last"
-        )
-    lines += ["", "| task | CE (val) | best found (val) | loss |", "|---|---|---|---|"]
-    for name, t in card.get("per_task", {}).items():
-        best = "—" if t["best_score"] is None else f"{t['best_score']:.4f}"
-        lines.append(f"| {name} | {t['reference']:.4f} | {best} | `{t['best_loss']}` |")
-    return "\n".join(lines) + "\n"
 
 
 def pretrain(
@@ -512,8 +414,9 @@ def pretrain(
     See :meth:`Pretraining.create` for the arguments. Resume an interrupted one with
     :func:`resume_pretraining`.
     """
-    p = Pretraining.create(suite, agent, budget=budget, seed=seed, exclude=exclude, out=out,
-                           name=name, command=command)  # fmt: skip
+    p = Pretraining.create(
+        suite, agent, budget=budget, seed=seed, exclude=exclude, out=out, name=name, command=command
+    )
     p.run(progress)
     return p.path
 
@@ -532,10 +435,6 @@ def resume_pretraining(
 
 __all__ = [
     "Pretraining",
-    "check_layout",
-    "layout_of",
     "pretrain",
-    "read_card",
     "resume_pretraining",
-    "shipped_policy",
 ]

@@ -17,70 +17,43 @@ import pandas as pd
 
 from loss_rl.errors import ConfigError
 from loss_rl.expr import KNOWN_LOSSES, Expr, TaskKind, check, known_loss
+from loss_rl.stats import fresh_seeds, paired_difference, summarize_seeds
 from loss_rl.tasks import TaskConfig
 
 if TYPE_CHECKING:
     from loss_rl.evaluation import Executor
 
 CLASSIFICATION_REFERENCES: tuple[str, ...] = (
-    "ce", "label_smoothing", "focal", "gce", "sce", "poly1",
-)  # fmt: skip
+    "ce",
+    "label_smoothing",
+    "focal",
+    "gce",
+    "sce",
+    "poly1",
+)
 REGRESSION_REFERENCES: tuple[str, ...] = ("mse", "l1", "huber", "log_cosh")
-VERIFY_SEED_OFFSET = 10_000  # fresh model seeds: the search uses small seeds
 
 COLUMNS = [
-    "loss", "expression", "mean", "ci_low", "ci_high", "std", "n", "diverged", "val_mean",
-    "diff_vs_ce", "p_vs_ce", "diff_vs_best_ref", "p_vs_best_ref", "reference",
-]  # fmt: skip
+    "loss",
+    "expression",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "std",
+    "n",
+    "diverged",
+    "val_mean",
+    "diff_vs_ce",
+    "p_vs_ce",
+    "diff_vs_best_ref",
+    "p_vs_best_ref",
+    "reference",
+]
 
 
 def default_references(kind: TaskKind) -> tuple[str, ...]:
     """Names of the known losses every verification compares against."""
     return CLASSIFICATION_REFERENCES if kind is TaskKind.CLASSIFICATION else REGRESSION_REFERENCES
-
-
-def fresh_seeds(n: int) -> list[int]:
-    """``n`` model seeds disjoint from the search's seeds."""
-    if n < 2:
-        raise ConfigError("needs at least 2 seeds for a confidence interval", field="seeds")
-    return [VERIFY_SEED_OFFSET + i for i in range(n)]
-
-
-def t_interval(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95 % t interval ``(mean, low, high)`` of ``x``."""
-    from scipy import stats
-
-    n = len(x)
-    m = float(np.mean(x))
-    if n < 2:
-        return m, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, n - 1) * np.std(x, ddof=1) / math.sqrt(n))
-    return m, m - half, m + half
-
-
-def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean paired difference ``a - b`` over seeds finite in both, and its paired t-test p."""
-    from scipy import stats
-
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if len(a) < 2:
-        return math.nan, math.nan
-    d = a - b
-    if np.allclose(d, d[0]):
-        return float(d.mean()), (1.0 if abs(d[0]) < 1e-12 else 0.0)
-    return float(d.mean()), float(stats.ttest_rel(a, b).pvalue)
-
-
-def summarize_seeds(scores: np.ndarray) -> tuple[float, float, float, float, int, int]:
-    """``(mean, ci_low, ci_high, std, n, diverged)`` of one loss's per-seed scores.
-
-    NaN entries are seeds that diverged; the statistics use the finite ones.
-    """
-    finite = scores[np.isfinite(scores)]
-    mean, lo, hi = t_interval(finite) if len(finite) else (math.nan,) * 3
-    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
-    return mean, lo, hi, std, len(finite), int(len(scores) - len(finite))
 
 
 def verify(
@@ -161,12 +134,21 @@ def verify(
         if ce_name in names:
             d_ce, p_ce = paired_difference(s, scores[names.index(ce_name)])
         d_best, p_best = paired_difference(s, scores[names.index(best_ref)])
-        rows.append([
-            name, str(exprs[i]), *summarize_seeds(s),
-            float(np.nanmean(val[i])) if np.isfinite(val[i]).any() else math.nan,
-            d_ce, p_ce, d_best, p_best, table[name][1],
-        ])  # fmt: skip
+        rows.append(
+            [
+                name,
+                str(exprs[i]),
+                *summarize_seeds(s),
+                float(np.nanmean(val[i])) if np.isfinite(val[i]).any() else math.nan,
+                d_ce,
+                p_ce,
+                d_best,
+                p_best,
+                table[name][1],
+            ]
+        )
     df = pd.DataFrame(rows, columns=COLUMNS)
-    df.attrs.update(steps=n_steps, seeds=seed_list, metric=task.metric, split="test",
-                    best_reference=best_ref)  # fmt: skip
+    df.attrs.update(
+        steps=n_steps, seeds=seed_list, metric=task.metric, split="test", best_reference=best_ref
+    )
     return df.sort_values("mean", ascending=False, na_position="last").reset_index(drop=True)

@@ -28,8 +28,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("results"))
     args = ap.parse_args()
 
-    from loss_rl.pretrain import AGENT_FILE, CARD_JSON, CARD_MD, pretrain
-    from loss_rl.suites import load_suite
+    from loss_rl.agents import AGENT_FILE
+    from loss_rl.agents.cards import CARD_JSON, CARD_MD
+    from loss_rl.presets import load_suite
+    from loss_rl.pretrain import pretrain
 
     kind = load_suite(args.suite).kind
     t0 = time.perf_counter()

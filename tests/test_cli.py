@@ -181,3 +181,19 @@ def test_cli_choices_match_the_library() -> None:
     assert [k.value for k in Kind] == [k.value for k in TaskKind]
     assert tuple(f.value for f in Format) == FORMATS
     assert sorted(r.value for r in Reduction) == sorted(REDUCTIONS)
+
+
+def test_tables_keep_long_rows_on_one_line_when_not_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # CliRunner's stdout is not a terminal, like a CI log or `| tee`: rich would assume 80
+    # columns there and fold the expression over several lines.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    source = "-(1 - p_y)^2 * log_p_y + 0.5 * (1 - p_y^0.7) * 1.5 + 0.25 * log(1 + exp(-p_y))"
+    expr = loss_rl.parse(source + " + 0.125 * log_p_y * p_y")
+    assert len(str(expr)) > 80 and len(expr.key) > 80
+    result = runner.invoke(app, ["show", "--", str(expr)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any(str(expr) in line for line in lines), result.stdout
+    assert any(expr.key in line for line in lines), result.stdout

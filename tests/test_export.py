@@ -22,7 +22,6 @@ from loss_rl.errors import LossRLError, LossSpecError
 from loss_rl.export import (
     EXTRA_FILE,
     LossSpec,
-    _generated_module,
     export,
     load_loss,
     module_source,
@@ -30,6 +29,7 @@ from loss_rl.export import (
     spec_from_json,
     spec_from_text,
 )
+from loss_rl.export._torchscript import _generated_module
 from loss_rl.expr import KNOWN_LOSSES, ExprLoss, TaskKind, known_loss
 
 NAMES = sorted(KNOWN_LOSSES)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from loss_rl import Search
 from loss_rl.cli import app
-from loss_rl.inspect import PLOT_FILES, inspect_run
+from loss_rl.inspect import PLOT_FILES, inspect_run, load_policy, report_html, rollout
 from loss_rl.store import Run, load_run
 
 runner = CliRunner()
@@ -67,7 +67,7 @@ def test_report_opens_in_headless_chromium(runs: dict[str, Run], tmp_path: Path)
     if browser is None:
         pytest.skip("chromium not installed: apt-get install chromium")
     run = runs["maskable_ppo"]
-    report = run.report_html(tmp_path / "report.html", rollout_policy=False)
+    report = report_html(run, tmp_path / "report.html", rollout_policy=False)
     dom = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
@@ -95,10 +95,10 @@ def test_rollouts_are_deterministic_for_a_seed(
     runs: dict[str, Run], algo: str, quantity: str
 ) -> None:
     run = runs[algo]
-    assert run.agent is not None
+    assert load_policy(run) is not None
     for greedy in (True, False):
-        a = run.rollout(seed=3, deterministic=greedy, train=False)
-        b = run.rollout(seed=3, deterministic=greedy, train=False)
+        a = rollout(run, seed=3, deterministic=greedy, train=False)
+        b = rollout(run, seed=3, deterministic=greedy, train=False)
         assert a.to_dict() == b.to_dict()
     steps = a.steps
     assert a.quantity == quantity and steps and len(steps[0].top) == 3
@@ -107,9 +107,22 @@ def test_rollouts_are_deterministic_for_a_seed(
         assert all(0.0 <= p <= 1.0 for s in steps for _, p in s.top)
 
 
+def test_runs_table_keeps_each_run_on_one_line_in_a_log(
+    runs: dict[str, Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CliRunner's stdout is not a terminal (like a CI log or `| tee`): a row must not be folded.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    res = runner.invoke(app, ["runs", str(runs["random"].path.parent)])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    for algo, run in runs.items():
+        best = str(run.best["expression"])  # type: ignore[index]
+        assert any(algo in line and best in line for line in lines), res.stdout
+
+
 def test_baseline_run_has_no_policy_but_everything_else(runs: dict[str, Run]) -> None:
     run = runs["random"]
-    assert run.agent is None
+    assert load_policy(run) is None
     res = runner.invoke(app, ["inspect", str(run.path)])
     assert res.exit_code == 0, res.output
     assert "no policy" in res.output and "baseline" in res.output
@@ -180,3 +193,21 @@ def test_a_version_1_ledger_is_migrated_without_losing_rows(tmp_path: Path) -> N
     df = led.frame()
     assert len(df) == 1 and "action" in df and df["action"].isna().all()
     led.close()
+
+
+NUMBERS = [
+    (None, 4, "—"),
+    (float("nan"), 4, "—"),
+    (float("inf"), 2, "—"),
+    (0.91234, 4, "0.9123"),
+    (13.06, 1, "13.1"),
+    (16, 4, "16"),
+    ("ok", 4, "ok"),
+]
+
+
+@pytest.mark.parametrize(("value", "digits", "text"), NUMBERS)
+def test_one_number_format_for_tables_and_report(value: object, digits: int, text: str) -> None:
+    from loss_rl.inspect import format_number
+
+    assert format_number(value, digits) == text

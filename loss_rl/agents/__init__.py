@@ -1,12 +1,12 @@
 """Who searches: SB3 agents (DQN, PPO, MaskablePPO) from YAML presets, and their callbacks."""
 
+from loss_rl.agents._loop import learn_until_done, open_agent, roll_out, train_agent
 from loss_rl.agents._sb3 import (
     AGENT_FILE,
     ALGOS,
     REPLAY_FILE,
     AgentConfig,
     load_agent,
-    load_agent_config,
     make_agent,
     save_agent,
 )
@@ -16,7 +16,6 @@ from loss_rl.agents.callbacks import (
     Progress,
     ProgressCallback,
     SearchState,
-    learn_until_done,
 )
 
 __all__ = [
@@ -31,7 +30,9 @@ __all__ = [
     "SearchState",
     "learn_until_done",
     "load_agent",
-    "load_agent_config",
     "make_agent",
+    "open_agent",
+    "roll_out",
     "save_agent",
+    "train_agent",
 ]

@@ -1,7 +1,8 @@
-"""Stable-Baselines3 agents (DQN, PPO, MaskablePPO) built from rl-zoo3-style YAML presets.
+"""Stable-Baselines3 agents (DQN, PPO, MaskablePPO): their config, construction, save and load.
 
-An agent preset ``agents/<algo>.yaml`` maps env preset names to hyper-parameters; the ``default``
-section applies to every env and a section named after the env preset overrides it::
+An agent preset ``agents/<algo>.yaml`` (read by :func:`loss_rl.presets.load_agent_config`) maps
+env preset names to hyper-parameters; the ``default`` section applies to every env and a section
+named after the env preset overrides it::
 
     default:
       n_envs: 8           # environments stepped together (one evaluator batch per step)
@@ -26,7 +27,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from loss_rl.errors import ConfigError
-from loss_rl.presets import find_preset, load_yaml
+from loss_rl.schema import check_choice, check_int, check_keys, fail
 
 try:
     from sb3_contrib import MaskablePPO
@@ -109,56 +110,30 @@ class AgentConfig:
 
         data = dict(data)
         algo = str(data.pop("algo", ""))
-        if algo not in ALGOS and algo not in BASELINES:
-            raise ConfigError(
-                f"unknown agent {algo!r}; choose one of {', '.join([*ALGOS, *BASELINES])}",
-                field="agent.algo",
-            )
+        check_choice(
+            algo,
+            "agent.algo",
+            [*ALGOS, *BASELINES],
+            "unknown agent {value!r}; choose one of {choices}",
+        )
         n_envs = data.pop("n_envs", 8)
-        if not isinstance(n_envs, int) or isinstance(n_envs, bool) or n_envs < 1:
-            raise ConfigError(f"must be an integer >= 1, got {n_envs!r}", field="agent.n_envs")
+        check_int(n_envs, "agent.n_envs", 1, message="must be an integer >= 1, got {value!r}")
         if algo in BASELINES:
             baseline_options(algo, data)  # validates
             return cls(algo, n_envs, "", data, source)
         policy = data.pop("policy", "MlpPolicy")
         if not isinstance(policy, str):
-            raise ConfigError("must be a policy name such as MlpPolicy", field="agent.policy")
-        allowed = set(inspect.signature(ALGOS[algo].__init__).parameters) - _RESERVED - {"self"}
-        for key in data:
-            if key in _RESERVED or key not in allowed:
-                raise ConfigError(
-                    f"{algo} takes no hyper-parameter {key!r}; allowed: "
-                    f"{', '.join(sorted(allowed - {'policy'}))}",
-                    field=f"agent.{key}",
-                )
+            fail("agent.policy", "must be a policy name such as MlpPolicy")
+        # The SB3 constructor's own arguments, less those the search sets itself.
+        params = set(inspect.signature(ALGOS[algo].__init__).parameters)
+        allowed = sorted(params - _RESERVED - {"self", "policy"})
+        check_keys(
+            data,
+            allowed,
+            "agent",
+            f"{algo} takes no hyper-parameter {{key!r}}; allowed: {{allowed}}",
+        )
         return cls(algo, n_envs, policy, data, source)
-
-
-def load_agent_config(name_or_path: str | Path, env_name: str = "default") -> AgentConfig:
-    """Resolve an agent preset for an env preset.
-
-    Args:
-        name_or_path: ``dqn`` | ``ppo`` | ``maskable_ppo`` (shipped presets) or a YAML path.
-        env_name: Env preset name whose section overrides ``default`` (for a suite task
-            ``<suite>:<task>``, the suite's section applies first).
-
-    Raises:
-        ConfigError: for an unknown name, bad YAML or invalid hyper-parameters.
-    """
-    path = find_preset("agents", name_or_path)
-    data = load_yaml(path, "agent")
-    for section, values in data.items():
-        if not isinstance(values, dict):
-            raise ConfigError(f"section {section!r} must be a mapping", field="agent")
-    # A suite task "<suite>:<task>" takes its suite's section, then its own.
-    suite = env_name.split(":", 1)[0] if ":" in env_name else None
-    merged: dict[str, Any] = {
-        **data.get("default", {}),
-        **(data.get(suite, {}) if suite else {}),
-        **data.get(env_name, {}),
-    }
-    merged.setdefault("algo", path.stem)
-    return AgentConfig.from_dict(merged, source=str(path))
 
 
 def make_agent(

@@ -197,14 +197,16 @@ class Evolution(Baseline):
         add(starts, self.evaluate([self.space.expr(s) for s in starts]))
         while len(population) < opts.population and not self.state.done:
             seeds = [starts[int(self.rng.integers(len(starts)))] for _ in range(opts.n_envs)]
-            kids = [self.mutate(s, int(self.rng.integers(1, opts.max_mutations + 1)))
-                    for s in seeds]  # fmt: skip
+            kids = [
+                self.mutate(s, int(self.rng.integers(1, opts.max_mutations + 1))) for s in seeds
+            ]
             add(kids, self.evaluate([self.space.expr(k) for k in kids]))
         while not self.state.done:
             kids = []
             for _ in range(opts.n_envs):
-                pick = self.rng.choice(len(population), size=min(opts.tournament, len(population)),
-                                       replace=False)  # fmt: skip
+                pick = self.rng.choice(
+                    len(population), size=min(opts.tournament, len(population)), replace=False
+                )
                 parent = max((population[int(i)] for i in pick), key=lambda m: m[1])[0]
                 kids.append(self.mutate(parent, int(self.rng.integers(1, opts.max_mutations + 1))))
             add(kids, self.evaluate([self.space.expr(k) for k in kids]))
@@ -232,10 +234,14 @@ class OptunaSearch(Baseline):
         storage = None
         if self.run_dir is not None:
             storage = f"sqlite:///{(self.run_dir / 'optuna.db').resolve()}"
-        sampler = optuna.samplers.TPESampler(seed=self.seed,
-                                             n_startup_trials=opts.n_startup_trials)  # fmt: skip
-        study = optuna.create_study(study_name="loss_rl", storage=storage, sampler=sampler,
-                                    direction="maximize", load_if_exists=True)  # fmt: skip
+        sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=opts.n_startup_trials)
+        study = optuna.create_study(
+            study_name="loss_rl",
+            storage=storage,
+            sampler=sampler,
+            direction="maximize",
+            load_if_exists=True,
+        )
         # Trials left RUNNING by a killed session are closed so the sampler ignores them.
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
@@ -256,17 +262,19 @@ class OptunaSearch(Baseline):
                 progress(self.state.progress())
 
     def _suggest(self, trial: Any) -> Any:
-        from loss_rl.envs._parametric import ParametricSpace, ParamState
+        from loss_rl.envs import ParametricSpace, ParamState
 
         sp = self.space
         if isinstance(sp, ParametricSpace):
-            w = tuple(trial.suggest_categorical(f"w_{t.name}", list(range(len(sp.weights))))
-                      for t in sp.terms)  # fmt: skip
+            w = tuple(
+                trial.suggest_categorical(f"w_{t.name}", list(range(len(sp.weights))))
+                for t in sp.terms
+            )
             th = tuple(
                 trial.suggest_categorical(f"{sp.terms[k].name}.{p}", list(range(len(grid))))
                 for k, p, grid, _ in sp.slots
             )
-            if not sp._valid(w):
+            if not sp.valid_weights(w):
                 return None
             mem = tuple(i if i != sp.zero else sp.one for i in w)
             return ParamState(w, mem, th)
@@ -278,9 +286,7 @@ class OptunaSearch(Baseline):
         return s
 
 
-BASELINES: dict[str, type[Baseline]] = {
-    c.name: c for c in (RandomSearch, Evolution, OptunaSearch)
-}
+BASELINES: dict[str, type[Baseline]] = {c.name: c for c in (RandomSearch, Evolution, OptunaSearch)}
 
 
 def baseline_options(name: str, data: dict[str, Any]) -> BaselineOptions:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -142,34 +141,6 @@ class ProgressCallback(BaseCallback):
 
     def _on_training_end(self) -> None:
         self.report(self.state.progress())
-
-
-def learn_until_done(
-    model: Any,
-    state: SearchState,
-    budget_callback: BudgetCallback,
-    save: Callable[[], None],
-    *,
-    chunk_steps: int,
-    fresh: bool,
-    progress: Callable[[Progress], None] | None = None,
-    checkpoint_every: int = 20,
-) -> None:
-    """Train ``model`` until ``state`` says the budget is spent, checkpointing with ``save``.
-
-    ``learn()`` runs in chunks of ``chunk_steps`` env steps: schedules (DQN's epsilon) span a
-    chunk, and ``budget_callback``, counting inner trainings, ends it. ``save`` also runs on the
-    way out (Ctrl-C included), so a resumed run continues from there.
-    """
-    callbacks: list[BaseCallback] = [budget_callback, CheckpointCallback(save, checkpoint_every)]
-    if progress is not None:
-        callbacks.append(ProgressCallback(state, progress))
-    try:
-        while not state.done:
-            model.learn(total_timesteps=chunk_steps, callback=callbacks, reset_num_timesteps=fresh)
-            fresh = False
-    finally:
-        save()
 
 
 class CheckpointCallback(BaseCallback):

@@ -30,6 +30,16 @@ from loss_rl.expr import (
     parse,
     task_kind,
 )
+from loss_rl.schema import (
+    anchored,
+    build,
+    check_choice,
+    check_int,
+    check_mapping,
+    check_number,
+    is_number,
+    to_plain,
+)
 
 SPACES = ("symbolic", "parametric")
 START_MODES = ("fixed", "random", "cycle")
@@ -135,40 +145,27 @@ class EnvConfig:
             ConfigError: for an unknown key or a bad value; ``field`` names it
                 (e.g. ``"env.space"``).
         """
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"expected a mapping, got {type(data).__name__}", field=prefix)
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in names:
-                raise ConfigError(
-                    f"unknown key {key!r}; known keys: {', '.join(sorted(names))}",
-                    field=f"{prefix}.{key}",
-                )
-        kwargs = {k: _coerce(k, v, f"{prefix}.{k}") for k, v in data.items()}
-        try:
-            return cls(**kwargs)
-        except ConfigError as err:
-            # Validation names fields under "env."; re-anchor them where this mapping lives.
-            if prefix == "env" or err.field is None:
-                raise
-            field_ = prefix + err.field[len("env") :]
-            raise ConfigError(str(err)[len(err.field) + 2 :], field=field_) from None
+        data = check_mapping(data, prefix, "expected a mapping, got {type}")
+        if isinstance(data.get("start"), str):  # one start point
+            data = {**data, "start": (data["start"],)}
+        names = sorted(f.name for f in dataclasses.fields(cls))
+        # Validation names fields under "env."; errors are re-anchored where this mapping lives.
+        with anchored("env", prefix):
+            # Only the shapes are coerced (lists -> tuples, the kind -> TaskKind): _validate
+            # checks the values, on both construction paths.
+            cfg = build(
+                cls,
+                data,
+                "env",
+                strict=False,
+                allowed=names,
+                unknown_message="unknown key {key!r}; known keys: {allowed}",
+            )
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, strings, floats) that :meth:`from_dict` reads back."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, TaskKind):
-                v = v.value
-            elif isinstance(v, tuple):
-                v = list(v)
-            elif isinstance(v, Mapping):
-                v = {k: list(g) for k, g in v.items()}
-            out[f.name] = v
-        return out
+        return {f.name: to_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def replace(self, **changes: Any) -> EnvConfig:
         """A validated copy with ``changes`` applied."""
@@ -192,64 +189,23 @@ class EnvConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Coercion of plain data: lists become tuples, strings become enums; anything else is checked by
-# _validate so that both construction paths share one set of rules.
-
-_TUPLE_FIELDS = {"leaves", "ops", "constants", "terms", "weight_grid", "start", "task_features"}
-
-
-def _coerce(name: str, value: Any, where: str) -> Any:
-    if name == "kind":
-        try:
-            return TaskKind(value)
-        except ValueError:
-            kinds = ", ".join(k.value for k in TaskKind)
-            raise ConfigError(f"unknown task kind {value!r}; use {kinds}", field=where) from None
-    if name == "start" and isinstance(value, str):
-        return (value,)
-    if name in _TUPLE_FIELDS and value is not None:
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise ConfigError(f"expected a list, got {value!r}", field=where)
-        return tuple(value)
-    if name == "param_grids":
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"expected a mapping, got {value!r}", field=where)
-        out = {}
-        for k, g in value.items():
-            if isinstance(g, (str, bytes)) or not isinstance(g, Sequence):
-                raise ConfigError(f"expected a list of numbers, got {g!r}", field=f"{where}.{k}")
-            out[str(k)] = tuple(g)
-        return out
-    return value
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+# Validation, shared by both construction paths (from_dict coerces only the shapes).
 
 
 def _num(cfg: EnvConfig, name: str, where: str, lo: float, hi: float = math.inf) -> None:
-    v = getattr(cfg, name)
-    if not _is_num(v) or not lo <= v <= hi:
-        bounds = f"[{lo}, {hi}]" if hi != math.inf else f">= {lo}"
-        raise ConfigError(f"expected a finite number {bounds}, got {v!r}", field=f"{where}.{name}")
+    check_number(getattr(cfg, name), f"{where}.{name}", lo, hi)
 
 
 def _int(cfg: EnvConfig, name: str, where: str, lo: int) -> None:
-    v = getattr(cfg, name)
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-        raise ConfigError(f"expected an integer >= {lo}, got {v!r}", field=f"{where}.{name}")
+    check_int(getattr(cfg, name), f"{where}.{name}", lo)
 
 
 def _choice(cfg: EnvConfig, name: str, where: str, allowed: Sequence[str]) -> None:
-    v = getattr(cfg, name)
-    if v not in allowed:
-        raise ConfigError(
-            f"unknown value {v!r}; choose one of {', '.join(allowed)}", field=f"{where}.{name}"
-        )
+    check_choice(getattr(cfg, name), f"{where}.{name}", allowed)
 
 
 def _grid(values: Any, where: str) -> None:
-    if not isinstance(values, tuple) or not values or not all(_is_num(v) for v in values):
+    if not isinstance(values, tuple) or not values or not all(is_number(v) for v in values):
         raise ConfigError(
             f"expected a non-empty list of finite numbers, got {values!r}", field=where
         )
@@ -304,7 +260,7 @@ def _validate(cfg: EnvConfig, where: str) -> None:
                 raise ConfigError(
                     f"{n!r} reduces over classes; regression has none", field=f"{where}.ops"
                 )
-    if not all(_is_num(c) and abs(c) <= cfg.const_max for c in cfg.constants):
+    if not all(is_number(c) and abs(c) <= cfg.const_max for c in cfg.constants):
         raise ConfigError(
             f"constants must be finite numbers within ±const_max, got {list(cfg.constants)}",
             field=f"{where}.constants",
@@ -372,7 +328,7 @@ def _validate(cfg: EnvConfig, where: str) -> None:
         "novelty_bonus",
     ):
         _num(cfg, name, where, 0.0)
-    if not all(_is_num(v) and abs(v) <= TASK_FEATURE_BOUND for v in cfg.task_features):
+    if not all(is_number(v) and abs(v) <= TASK_FEATURE_BOUND for v in cfg.task_features):
         raise ConfigError(
             f"task features must be finite numbers within ±{TASK_FEATURE_BOUND} (normalise them), "
             f"got {list(cfg.task_features)}",

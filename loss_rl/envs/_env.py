@@ -29,7 +29,7 @@ sb3-contrib MaskablePPO convention; a masked action taken anyway (e.g. by DQN) i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, SupportsFloat, SupportsInt
 
 import gymnasium as gym
@@ -39,6 +39,7 @@ from gymnasium import spaces
 from loss_rl.envs._config import RANDOM, EnvConfig
 from loss_rl.envs._parametric import ParametricSpace
 from loss_rl.envs._reward import score_reward
+from loss_rl.envs._run_stats import RunStats
 from loss_rl.envs._symbolic import SymbolicSpace
 from loss_rl.errors import ConfigError
 from loss_rl.evaluation import EvalResult, EvaluatorLike, Status
@@ -46,79 +47,6 @@ from loss_rl.expr import Expr, parse
 
 N_STATS = 10
 SCORE_BOUND = 10.0
-
-
-@dataclass
-class RunStats:
-    """Run-level memory the rewards need, shared by the envs of one search.
-
-    The training *budget* is counted by the search, not here; these counters are for the info
-    dict and progress reports.
-
-    Attributes:
-        best_score: Best ok score seen in the run (``None`` before any).
-        best_expression: The loss that scored it.
-        best_state: Its state in the space that found it (lets an episode start there).
-        n_evaluations: Results received (steps with a candidate, and start evaluations).
-        n_trainings: Results that cost an inner training (``result.trained``).
-        n_rejected: Rejected results.
-        n_diverged: Diverged or errored results.
-        n_invalid: Masked actions taken anyway.
-        n_steps: Env steps.
-        n_episodes: Episodes started.
-        scores: Score by canonical key of every loss evaluated (``None``: not ok). Knowledge of
-            the evaluator, so :meth:`clear` keeps it.
-        states: A space state by canonical key, to restart from an injected best loss.
-    """
-
-    best_score: float | None = None
-    best_expression: Expr | None = None
-    best_state: Any = None
-    n_evaluations: int = 0
-    n_trainings: int = 0
-    n_rejected: int = 0
-    n_diverged: int = 0
-    n_invalid: int = 0
-    n_steps: int = 0
-    n_episodes: int = 0
-    scores: dict[str, float | None] = field(default_factory=dict)
-    states: dict[str, Any] = field(default_factory=dict)
-
-    def clear(self) -> None:
-        """Start a new run: forget the best and the counters (not the known scores)."""
-        self.best_score = self.best_expression = self.best_state = None
-        self.n_evaluations = self.n_trainings = self.n_rejected = self.n_diverged = 0
-        self.n_invalid = self.n_steps = self.n_episodes = 0
-
-    def offer(self, expression: Expr, score: float, state: Any = None) -> bool:
-        """Record ``expression`` as the run's best if ``score`` beats it (the search's hook).
-
-        Returns:
-            Whether it became the best.
-        """
-        if state is None:
-            state = self.states.get(expression.key)
-        if self.best_score is None or score > self.best_score:
-            self.best_score, self.best_expression, self.best_state = score, expression, state
-            return True
-        return False
-
-    def record(self, expression: Expr, result: EvalResult, state: Any) -> None:
-        """Count a result and remember its score and state."""
-        self.n_evaluations += 1
-        self.n_trainings += int(result.trained)
-        if result.status is Status.REJECTED:
-            self.n_rejected += 1
-        elif not result.ok:
-            self.n_diverged += 1
-        score = float(result.score) if result.ok and result.score is not None else None
-        self.scores[result.key] = score
-        if expression.key != result.key:
-            self.scores[expression.key] = score
-        if state is not None:
-            self.states.setdefault(expression.key, state)
-        if score is not None:
-            self.offer(expression, score, state)
 
 
 @dataclass
@@ -137,8 +65,9 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
     Args:
         config: An :class:`EnvConfig` or a mapping for :meth:`EnvConfig.from_dict`
             (``None``: defaults — symbolic, classification, CE start, ``best_gain``).
-        evaluator: Scores candidate losses (``None``: a
-            :class:`~loss_rl.envs.testing.CheapEvaluator` for the config's kind).
+        evaluator: Scores candidate losses. ``None`` only for an env that a
+            :class:`~loss_rl.envs.BatchedLossVecEnv` scores (it hands its evaluator to its
+            envs); stepping an env that has none raises a :class:`ConfigError`.
         render_mode: ``"ansi"`` renders text; other modes render nothing.
         run: Run-level statistics to share with other envs (``None``: this env owns its own;
             a seeded :meth:`reset` then starts a new run).
@@ -162,11 +91,7 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
         if not isinstance(config, EnvConfig):
             config = EnvConfig.from_dict(config)
         self.config = config
-        if evaluator is None:
-            from loss_rl.envs.testing import CheapEvaluator
-
-            evaluator = CheapEvaluator(kind=config.kind)
-        self.evaluator: EvaluatorLike = evaluator
+        self.evaluator: EvaluatorLike = evaluator if evaluator is not None else _NoEvaluator()
         # Other modes are accepted (gymnasium.make already warns): SB3's make_vec_env asks for
         # "rgb_array" by default. Only "ansi" renders anything.
         self.render_mode = render_mode
@@ -594,6 +519,26 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
             "n_rejected": run.n_rejected,
             "n_invalid": run.n_invalid,
         }
+
+
+class _NoEvaluator:
+    """Stands in until an evaluator is given; any use is a clear error, never a made-up score."""
+
+    _MESSAGE = (
+        "this LossDesignEnv has no evaluator: pass evaluator=... (the real one for a preset: "
+        "loss_rl.presets.make_env(PRESET) or gymnasium.make('loss_rl/PRESET-v0'); a cheap one "
+        "for tests: loss_rl.envs.testing.CheapEvaluator), or step it inside a BatchedLossVecEnv "
+        "built with an evaluator"
+    )
+
+    @property
+    def reference_score(self) -> float:
+        raise ConfigError(self._MESSAGE, field="evaluator")
+
+    def evaluate(
+        self, candidates: Sequence[Expr], context: Sequence[dict[str, Any]] | None = None
+    ) -> list[EvalResult]:
+        raise ConfigError(self._MESSAGE, field="evaluator")
 
 
 def _evaluate(

@@ -20,7 +20,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from loss_rl.envs._env import LossDesignEnv, RunStats
+from loss_rl.envs._env import LossDesignEnv
+from loss_rl.envs._run_stats import RunStats
 from loss_rl.evaluation import EvaluatorLike
 
 

@@ -119,7 +119,7 @@ class ParametricSpace:
         n = len(self.terms)
         while True:
             w = tuple(int(i) for i in rng.integers(0, len(self.weights), size=n))
-            if self._valid(w):
+            if self.valid_weights(w):
                 break
         params = tuple(int(rng.integers(0, len(s[2]))) for s in self.slots)
         mem = tuple(i if i != self.zero else self.one for i in w)
@@ -131,7 +131,7 @@ class ParametricSpace:
             isinstance(state, ParamState)
             and len(state.weights) == len(self.terms)
             and len(state.params) == len(self.slots)
-            and self._valid(state.weights)
+            and self.valid_weights(state.weights)
         )
 
     def expr(self, state: ParamState) -> Expr:
@@ -165,7 +165,8 @@ class ParametricSpace:
         return out
 
     # -----------------------------------------------------------------------------------------
-    def _valid(self, weights: tuple[int, ...]) -> bool:
+    def valid_weights(self, weights: tuple[int, ...]) -> bool:
+        """Whether ``weights`` make a loss: an active term reads the prediction, one the target."""
         active = [t for t, w in zip(self.terms, weights, strict=True) if w != self.zero]
         return any(t.uses_prediction for t in active) and any(t.uses_target for t in active)
 
@@ -208,7 +209,7 @@ class ParametricSpace:
         out = np.zeros(self.n_actions, dtype=bool)
         for i, mv in enumerate(self.moves):
             new = self._move(state, mv)
-            out[i] = new is not None and self._valid(new.weights)
+            out[i] = new is not None and self.valid_weights(new.weights)
         return out
 
     def apply(self, state: ParamState, index: int) -> ParamState:

@@ -17,7 +17,8 @@ import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from loss_rl.envs._env import LossDesignEnv, RunStats, _evaluate
+from loss_rl.envs._env import LossDesignEnv, _evaluate
+from loss_rl.envs._run_stats import RunStats
 from loss_rl.evaluation import EvaluatorLike
 from loss_rl.expr import Expr
 

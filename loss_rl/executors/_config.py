@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loss_rl.errors import ConfigError
-
-if TYPE_CHECKING:
-    from loss_rl.evaluation import Executor
+from loss_rl.schema import build, check_choice, check_int, fail, is_number
 
 #: Executor names, as accepted by ``--executor`` and ``executor: {name: ...}``.
 EXECUTORS = ("inprocess", "ray")
@@ -50,39 +47,41 @@ class ExecutorConfig:
         Raises:
             ConfigError: naming the field (``<prefix>.<field>``).
         """
-        if self.name not in EXECUTORS:
-            raise ConfigError(
-                f"unknown executor {self.name!r}; choose one of {', '.join(EXECUTORS)}",
-                field=f"{prefix}.name",
-            )
+        check_choice(
+            self.name,
+            f"{prefix}.name",
+            EXECUTORS,
+            "unknown executor {value!r}; choose one of {choices}",
+        )
         if self.name != "ray":
             for k in _RAY_ONLY:
                 if getattr(self, k) is not None:
-                    raise ConfigError(
+                    fail(
+                        f"{prefix}.{k}",
                         f"applies to the ray executor only (this one is {self.name!r})",
-                        field=f"{prefix}.{k}",
                     )
-        if self.address is not None and (not isinstance(self.address, str) or
-                                         not self.address.strip()):  # fmt: skip
-            raise ConfigError(
-                f"must be 'auto', HOST:PORT or ray://HOST:PORT, got {self.address!r}",
-                field=f"{prefix}.address",
+        address = self.address
+        if address is not None and (not isinstance(address, str) or not address.strip()):
+            fail(
+                f"{prefix}.address",
+                f"must be 'auto', HOST:PORT or ray://HOST:PORT, got {address!r}",
             )
-        if self.workers is not None and (not _is_int(self.workers) or self.workers < 1):
-            raise ConfigError(
-                f"must be a positive integer, got {self.workers!r}", field=f"{prefix}.workers"
+        if self.workers is not None:
+            check_int(
+                self.workers,
+                f"{prefix}.workers",
+                1,
+                message="must be a positive integer, got {value!r}",
             )
         t = self.connect_timeout_s
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
-            raise ConfigError(
-                f"must be a positive number of seconds, got {t!r}",
-                field=f"{prefix}.connect_timeout_s",
-            )
-        if not _is_int(self.max_retries) or self.max_retries < 0:
-            raise ConfigError(
-                f"must be an integer >= 0, got {self.max_retries!r}",
-                field=f"{prefix}.max_retries",
-            )
+        if not (is_number(t, finite=False) and t > 0):
+            fail(f"{prefix}.connect_timeout_s", f"must be a positive number of seconds, got {t!r}")
+        check_int(
+            self.max_retries,
+            f"{prefix}.max_retries",
+            0,
+            message="must be an integer >= 0, got {value!r}",
+        )
 
     @classmethod
     def from_dict(cls, data: Any, prefix: str = "executor") -> ExecutorConfig:
@@ -91,19 +90,12 @@ class ExecutorConfig:
         Raises:
             ConfigError: naming the field for unknown keys, wrong types or bad values.
         """
-        if data is None:
-            data = {}
         if isinstance(data, str):  # shorthand: `executor: ray`
             data = {"name": data}
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"must be a mapping, got {data!r}", field=prefix)
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        for k in data:
-            if k not in allowed:
-                raise ConfigError(
-                    f"unknown key {k!r}; allowed: {', '.join(allowed)}", field=f"{prefix}.{k}"
-                )
-        cfg = cls(**data)
+        # Values are left to validate(), which also checks configs built directly.
+        cfg = build(
+            cls, data, prefix, strict=False, mapping_message="must be a mapping, got {value!r}"
+        )
         cfg.validate(prefix)
         return cfg
 
@@ -141,10 +133,6 @@ class ExecutorConfig:
         return cfg
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def require_ray() -> Any:
     """Import and return the :mod:`ray` module.
 
@@ -160,24 +148,3 @@ def require_ray() -> Any:
             field="executor",
         ) from err
     return ray
-
-
-def make_executor(config: ExecutorConfig | None = None) -> Executor:
-    """The executor a configuration names (nothing is started or connected yet).
-
-    Raises:
-        ConfigError: for the Ray executor when Ray is not installed.
-    """
-    from loss_rl.evaluation import InProcessExecutor
-
-    config = config or ExecutorConfig()
-    config.validate()
-    if config.name == "inprocess":
-        return InProcessExecutor()
-    require_ray()
-    from loss_rl.executors._ray import RayExecutor
-
-    return RayExecutor(
-        config.address, workers=config.workers, connect_timeout_s=config.connect_timeout_s,
-        max_retries=config.max_retries,
-    )  # fmt: skip

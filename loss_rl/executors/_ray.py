@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from loss_rl._version import __version__
 from loss_rl.errors import ConfigError
 from loss_rl.executors._config import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -170,12 +171,11 @@ class RayExecutor:
         Importing torch and the trainer takes seconds; doing it now in as many workers as there
         will be batches keeps it out of the first evaluations (and out of timings).
         """
-        from loss_rl import __version__
-
         probe = ray.remote(num_cpus=1, max_retries=self.max_retries)(_worker_version)
         try:
-            versions = ray.get([probe.remote() for _ in range(n)],
-                               timeout=max(self.connect_timeout_s, 60.0))  # fmt: skip
+            versions = ray.get(
+                [probe.remote() for _ in range(n)], timeout=max(self.connect_timeout_s, 60.0)
+            )
             theirs = next((v for v in versions if v != __version__), __version__)
         except Exception as err:
             raise ConfigError(
@@ -225,9 +225,9 @@ class RayExecutor:
             return [list(range(n))]
         try:
             # The in-process trainer's split: structure groups stay together, cost balanced.
-            from loss_rl.training._trainer import _chunks
+            from loss_rl.training import split_candidates
 
-            return _chunks(candidates, n_seeds, k)
+            return split_candidates(candidates, n_seeds, k)
         except Exception:  # not an Expr, say: the trainer reports it; any split will do
             size = math.ceil(n / k)
             return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
@@ -286,9 +286,7 @@ class RayExecutor:
         return f"RayExecutor(address={self.address!r}, workers={self.requested_workers!r})"
 
 
-def _place(
-    results: list[TrainResult], batch: list[int], n_seeds: int, slots: list[Any]
-) -> None:
+def _place(results: list[TrainResult], batch: list[int], n_seeds: int, slots: list[Any]) -> None:
     """Put a batch's results (candidate = index in the batch) into the call's candidate slots."""
     if len(results) != len(batch) * n_seeds:
         raise RuntimeError(
@@ -296,7 +294,7 @@ def _place(
             f"expected {len(batch) * n_seeds}"
         )
     for pos, i in enumerate(batch):
-        rows = results[pos * n_seeds:(pos + 1) * n_seeds]
+        rows = results[pos * n_seeds : (pos + 1) * n_seeds]
         if any(r.candidate != pos for r in rows):
             raise RuntimeError("a Ray batch returned its results out of order")
         slots[i] = [replace(r, candidate=i) for r in rows]
@@ -314,7 +312,7 @@ def _train_batch(
     """The Ray task: train one batch in this worker process, with one torch thread."""
     import torch
 
-    from loss_rl.tasks._data import has_task_data, provide_task_data
+    from loss_rl.tasks import has_task_data, provide_task_data
     from loss_rl.training import train
 
     if data_seed is not None and not has_task_data(task, data_seed):
@@ -332,7 +330,6 @@ def _train_batch(
 
 def _worker_version() -> str:
     import loss_rl.training  # noqa: F401 - import torch and the trainer now, not in the first batch
-    from loss_rl import __version__
 
     return __version__
 
@@ -390,8 +387,10 @@ def check_reachable(address: str, timeout_s: float) -> int:
     try:
         done = subprocess.run(
             [sys.executable, "-c", _PREFLIGHT, address],
-            capture_output=True, text=True, timeout=timeout_s,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
     except subprocess.TimeoutExpired as err:
         raise ConfigError(
             f"no Ray cluster answered at {address} within {timeout_s:.0f} s (the port is open: "

@@ -1,18 +1,33 @@
 """The loss language: primitives, expression trees, parsing, canonical keys, compilation,
-numeric fingerprints, validity checks and the library of known losses.
+code generation, numeric fingerprints, validity checks and the library of known losses.
 
 This package imports nothing else of loss_rl (but :mod:`loss_rl.errors`).
 """
 
-from loss_rl.expr._canonical import canonical, round_constant
+from loss_rl.expr._canonical import canonical, integer_exponent, round_constant
 from loss_rl.expr._checks import CheckResult, check
-from loss_rl.expr._compile import CompiledLoss, ExprLoss, compile_loss, reduce
+from loss_rl.expr._codegen import GUARD_NOTES, HELPERS, TorchCode, latex, torch_code
+from loss_rl.expr._compile import (
+    BINARY_FUNCTIONS,
+    UNARY_FUNCTIONS,
+    CompiledLoss,
+    ExprLoss,
+    LeafContext,
+    Reduction,
+    compile_loss,
+    reduce,
+    safe_denominator,
+    safe_log,
+)
 from loss_rl.expr._fingerprint import fingerprint
 from loss_rl.expr._nodes import (
     BINARY_OPS,
+    EPS,
+    EXP_MAX,
     LEAVES,
     OPS,
     REDUCTIONS,
+    SQRT_EPS,
     UNARY_OPS,
     Const,
     Expr,
@@ -28,14 +43,22 @@ from loss_rl.expr._nodes import (
     task_kind,
 )
 from loss_rl.expr._parse import parse
+from loss_rl.expr._probes import probes
 from loss_rl.expr.library import KNOWN_LOSSES, KnownLoss, known_loss
 
 __all__ = [
+    "BINARY_FUNCTIONS",
     "BINARY_OPS",
+    "EPS",
+    "EXP_MAX",
+    "GUARD_NOTES",
+    "HELPERS",
     "KNOWN_LOSSES",
     "LEAVES",
     "OPS",
     "REDUCTIONS",
+    "SQRT_EPS",
+    "UNARY_FUNCTIONS",
     "UNARY_OPS",
     "CheckResult",
     "CompiledLoss",
@@ -44,21 +67,30 @@ __all__ = [
     "ExprLoss",
     "KnownLoss",
     "Leaf",
+    "LeafContext",
     "LeafSpec",
     "Op",
     "OpSpec",
+    "Reduction",
     "TaskKind",
+    "TorchCode",
     "canonical",
     "check",
     "compile_loss",
     "const",
     "fingerprint",
+    "integer_exponent",
     "is_vector",
     "known_loss",
+    "latex",
     "leaf",
     "op",
     "parse",
+    "probes",
     "reduce",
     "round_constant",
+    "safe_denominator",
+    "safe_log",
     "task_kind",
+    "torch_code",
 ]

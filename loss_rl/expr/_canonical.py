@@ -18,7 +18,18 @@ import math
 from functools import lru_cache
 from itertools import combinations
 
-from loss_rl.expr._nodes import EPS, EXP_MAX, OPS, Const, Expr, Leaf, Op, is_vector
+from loss_rl.expr._nodes import (
+    EPS,
+    EXP_MAX,
+    OPS,
+    SQRT_EPS,
+    Const,
+    Expr,
+    Leaf,
+    Op,
+    is_vector,
+    register_canonical_form,
+)
 
 SIGNIFICANT_DIGITS = 4
 
@@ -41,7 +52,7 @@ def _fold(name: str, vals: list[float]) -> float | None:
             "neg": lambda: -a,
             "log": lambda: math.log(max(abs(a), EPS)),
             "exp": lambda: math.exp(min(a, EXP_MAX)),
-            "sqrt": lambda: math.sqrt(max(abs(a), 1e-12)),
+            "sqrt": lambda: math.sqrt(max(abs(a), SQRT_EPS)),
             "square": lambda: a * a,
             "abs": lambda: abs(a),
             "tanh": lambda: math.tanh(a),
@@ -194,8 +205,10 @@ def canonical(expr: Expr) -> Expr:
             return canonical(Op("mul", (Const(1.0 / args[1].value), args[0])))
     if name == "pow" and isinstance(args[1], Const):
         exact = constant_value(expr.args[1])
-        if exact is not None and integer_exponent(expr.args[1]) is None and (
-            args[1].value == int(args[1].value)
+        if (
+            exact is not None
+            and integer_exponent(expr.args[1]) is None
+            and (args[1].value == int(args[1].value))
         ):
             # Rounding made a non-integer exponent look integral; the compiled power differs
             # (|a|^b vs a^n), so keep the exact value in the key.
@@ -211,3 +224,6 @@ def canonical(expr: Expr) -> Expr:
     if name == "mean_c" and not is_vector(args[0]):
         return args[0]
     return Op(name, tuple(args))
+
+
+register_canonical_form(canonical)

@@ -17,11 +17,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from loss_rl.expr._canonical import integer_exponent
-from loss_rl.expr._compile import _SQRT_EPS
 from loss_rl.expr._nodes import (
     EPS,
     EXP_MAX,
     LEAVES,
+    SQRT_EPS,
     Const,
     Expr,
     Leaf,
@@ -57,7 +57,7 @@ GUARD_NOTES: dict[str, str] = {
     "log": f"``log(x)`` is ``log(max(|x|, {EPS!r}))``; ``log p_y`` and ``log p`` come from "
     "``log_softmax``",
     "exp": f"``exp(x)`` is ``exp(min(x, {EXP_MAX!r}))``",
-    "sqrt": f"``sqrt(x)`` is ``sqrt(max(|x|, {_SQRT_EPS!r}))``",
+    "sqrt": f"``sqrt(x)`` is ``sqrt(max(|x|, {SQRT_EPS!r}))``",
     "div": f"denominators have their magnitude raised to at least {EPS!r} (sign kept)",
     "recip": f"``1/x`` has the magnitude of ``x`` raised to at least {EPS!r} (sign kept)",
     "pow": f"``a^b`` is a plain power for an integer constant ``b`` (|b| <= 64; a negative one "
@@ -226,7 +226,7 @@ class _Generator:
             return f"torch.exp(torch.clamp({x}, max={EXP_MAX!r}))"
         if name == "sqrt":
             self.out.guards.add("sqrt")
-            return f"torch.sqrt(torch.clamp({_wrap(a, _ATOM)}.abs(), min={_SQRT_EPS!r}))"
+            return f"torch.sqrt(torch.clamp({_wrap(a, _ATOM)}.abs(), min={SQRT_EPS!r}))"
         if name == "square":
             b = self._bind(a)
             return f"({b.text} * {b.text})"

@@ -25,6 +25,7 @@ from loss_rl.expr._canonical import integer_exponent
 from loss_rl.expr._nodes import (
     EPS,
     EXP_MAX,
+    SQRT_EPS,
     Const,
     Expr,
     Leaf,
@@ -35,11 +36,16 @@ from loss_rl.expr._nodes import (
 )
 
 Reduction = Literal["mean", "sum", "none"]
-_SQRT_EPS = 1e-12
 
 
 class LeafContext:
-    """Lazily computed leaf values of one call (shared with the meta-learning evaluator)."""
+    """Lazily computed leaf values of one call (shared with the meta-learning evaluator).
+
+    Args:
+        input: Logits ``[..., B, C]`` (classification) or predictions (regression).
+        target: Class indices ``[..., B]``, soft targets ``[..., B, C]`` or regression targets.
+        kind: Task kind, which decides the leaves available.
+    """
 
     def __init__(self, input: Tensor, target: Tensor, kind: TaskKind) -> None:
         self.input = input
@@ -56,6 +62,11 @@ class LeafContext:
             self.soft = False
 
     def leaf(self, name: str) -> Tensor:
+        """The value of leaf ``name`` (computed on first use, then cached).
+
+        Raises:
+            LossSpecError: for a leaf of the other task kind or an unknown one.
+        """
         v = self.cache.get(name)
         if v is None:
             v = self._compute(name)
@@ -116,7 +127,7 @@ def safe_log(x: Tensor) -> Tensor:
 UNARY_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "neg": torch.neg,
     "exp": lambda x: torch.exp(torch.clamp(x, max=EXP_MAX)),
-    "sqrt": lambda x: torch.sqrt(torch.clamp(x.abs(), min=_SQRT_EPS)),
+    "sqrt": lambda x: torch.sqrt(torch.clamp(x.abs(), min=SQRT_EPS)),
     "square": lambda x: x * x,
     "abs": torch.abs,
     "tanh": torch.tanh,
@@ -162,8 +173,10 @@ def _build_node(node: Expr) -> _Fn:
     if name in ("sum_c", "mean_c"):
         inner = _build_node(args[0])
         if is_vector(args[0]):
-            return (lambda ctx: inner(ctx).sum(-1)) if name == "sum_c" else (
-                lambda ctx: inner(ctx).mean(-1)
+            return (
+                (lambda ctx: inner(ctx).sum(-1))
+                if name == "sum_c"
+                else (lambda ctx: inner(ctx).mean(-1))
             )
         if name == "sum_c":
             return lambda ctx: inner(ctx) * ctx.num_classes

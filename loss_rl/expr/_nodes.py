@@ -12,6 +12,7 @@ against a vector; ``sum_c``/``mean_c`` reduce a vector over classes. The root mu
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
@@ -91,6 +92,8 @@ class OpSpec:
 # the exported standalone module implement exactly these definitions.
 EPS = 1e-7
 EXP_MAX = 30.0
+#: Floor of ``|x|`` under ``sqrt`` (its gradient stays finite at 0).
+SQRT_EPS = 1e-12
 
 OPS: dict[str, OpSpec] = {
     s.name: s
@@ -127,6 +130,18 @@ BINARY_OPS: tuple[str, ...] = tuple(n for n, s in OPS.items() if s.arity == 2)
 REDUCTIONS: tuple[str, ...] = tuple(n for n, s in OPS.items() if s.reduces)
 INFIX: dict[str, str] = {s.symbol: n for n, s in OPS.items() if s.symbol}
 
+# The canonical form behind :attr:`Expr.key` rewrites trees of the classes defined below, so its
+# module (``_canonical``) imports this one and this one cannot import it back: it registers
+# itself here when imported, and ``loss_rl.expr`` imports it before any key can be read.
+_canonical_form: Callable[[Expr], Expr] | None = None
+
+
+def register_canonical_form(fn: Callable[[Expr], Expr]) -> None:
+    """Make ``fn`` the canonical form :attr:`Expr.key` is computed with (``_canonical`` does)."""
+    global _canonical_form
+    _canonical_form = fn
+
+
 # Precedence used by the formatter and the parser (higher binds tighter).
 _PREC_ADD, _PREC_MUL, _PREC_NEG, _PREC_POW, _PREC_ATOM = 1, 2, 3, 4, 5
 _INFIX_PREC = {"add": _PREC_ADD, "sub": _PREC_ADD, "mul": _PREC_MUL, "div": _PREC_MUL}
@@ -149,9 +164,9 @@ class Expr:
     @property
     def key(self) -> str:
         """Canonical key: equal losses (up to algebraic identities) share one key."""
-        from loss_rl.expr._canonical import canonical
-
-        return str(canonical(self))
+        if _canonical_form is None:  # pragma: no cover - importing loss_rl.expr registers it
+            raise RuntimeError("no canonical form registered (import loss_rl.expr)")
+        return str(_canonical_form(self))
 
     def size(self) -> int:
         """Number of nodes in the tree."""
@@ -204,7 +219,6 @@ class Leaf(Expr):
             )
 
 
-
 @dataclass(frozen=True, eq=True, slots=True)
 class Const(Expr):
     """A finite numeric constant."""
@@ -221,7 +235,6 @@ class Const(Expr):
         if not math.isfinite(v):
             raise LossSpecError(f"constant {self.value!r} is not finite", field="constant")
         object.__setattr__(self, "value", v + 0.0)  # normalise -0.0 to 0.0
-
 
 
 @dataclass(frozen=True, eq=True, slots=True)
@@ -251,7 +264,6 @@ class Op(Expr):
     @property
     def children(self) -> tuple[Expr, ...]:
         return self.args
-
 
 
 # ---------------------------------------------------------------------------------------------

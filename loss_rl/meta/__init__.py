@@ -10,8 +10,11 @@ Two learnable forms: the constants of any symbolic loss (:class:`SymbolicLoss`, 
 refinement, Raymond et al. 2023) and an ML3-style neural loss (:class:`NeuralLoss`, Bechtle et
 al. 2021). The outer loop over a task distribution follows MAML (Finn et al. 2017).
 
-Entry points for the CLI: :func:`refine` (``loss-rl refine``) and :func:`meta_train`
-(``loss-rl meta-train``); :func:`load_neural_loss` reads an exported neural loss.
+This package holds the gradient algorithms only. The neural loss itself lives in
+:mod:`loss_rl.neural_loss` (re-exported here; :func:`load_neural_loss` reads an exported one); the
+application entry points that resolve presets, read run folders, verify and export,
+:func:`loss_rl.refine` (``loss-rl refine``) and :func:`loss_rl.meta_train`
+(``loss-rl meta-train``), live above in :mod:`loss_rl._refine`.
 """
 
 from loss_rl.meta._episodes import (
@@ -22,28 +25,12 @@ from loss_rl.meta._episodes import (
 )
 from loss_rl.meta._evaluate import compare_modules
 from loss_rl.meta._fewshot import FewShotResult, few_shot_example
-from loss_rl.meta._neural import (
-    NeuralLoss,
-    export_neural_loss,
-    load_neural_loss,
-    neural_loss_from_dict,
-    neural_loss_source,
-    neural_loss_to_dict,
-)
 from loss_rl.meta._outer import (
     MetaHistory,
     MetaProgress,
     OuterConfig,
     evaluate_meta_loss,
     meta_optimize,
-)
-from loss_rl.meta._refine import (
-    LossSource,
-    MetaTrainResult,
-    RefineResult,
-    meta_train,
-    refine,
-    resolve_source,
 )
 from loss_rl.meta._symbolic import (
     ConstantInfo,
@@ -53,6 +40,14 @@ from loss_rl.meta._symbolic import (
     dead_constants,
 )
 from loss_rl.meta._unroll import InnerConfig, meta_objective, unrolled_train
+from loss_rl.neural_loss import (
+    NeuralLoss,
+    export_neural_loss,
+    load_neural_loss,
+    neural_loss_from_dict,
+    neural_loss_source,
+    neural_loss_to_dict,
+)
 
 __all__ = [
     "ConstantInfo",
@@ -62,13 +57,10 @@ __all__ = [
     "FewShotDigitsEpisodes",
     "FewShotResult",
     "InnerConfig",
-    "LossSource",
     "MetaHistory",
     "MetaProgress",
-    "MetaTrainResult",
     "NeuralLoss",
     "OuterConfig",
-    "RefineResult",
     "SymbolicLoss",
     "TaskEpisodes",
     "compare_modules",
@@ -80,11 +72,8 @@ __all__ = [
     "load_neural_loss",
     "meta_objective",
     "meta_optimize",
-    "meta_train",
     "neural_loss_from_dict",
     "neural_loss_source",
     "neural_loss_to_dict",
-    "refine",
-    "resolve_source",
     "unrolled_train",
 ]

@@ -210,6 +210,4 @@ class FewShotDigitsEpisodes:
         seed = int(rng.integers(2**31 - 1))
         model = build_model(self.model, x.shape[1], 2, seed=seed)
         label = f"digits {int(pair[0])} vs {int(pair[1])} model_seed={seed}"
-        return Episode(
-            model, model_params(model), [support] * inner.steps, query, self.kind, label
-        )
+        return Episode(model, model_params(model), [support] * inner.steps, query, self.kind, label)

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from loss_rl.expr import TaskKind
+from loss_rl.stats import fresh_seeds, paired_difference, summarize_seeds
 from loss_rl.tasks import TaskConfig, TaskData, build_model, derive_seed, load_task
-from loss_rl.verify import fresh_seeds, paired_difference, summarize_seeds
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -53,10 +53,12 @@ def score(output: Tensor, target: Tensor, metric: str, kind: TaskKind) -> float:
 def _optimizer(task: TaskConfig, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
     t = task.training
     if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
-                               weight_decay=t.weight_decay)  # fmt: skip
-    return torch.optim.Adam(params, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
-                            weight_decay=t.weight_decay)  # fmt: skip
+        return torch.optim.SGD(
+            params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay
+        )
+    return torch.optim.Adam(
+        params, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, weight_decay=t.weight_decay
+    )
 
 
 def train_plain(
@@ -67,8 +69,9 @@ def train_plain(
     Returns:
         The trained model, or ``None`` if the loss or parameters became non-finite.
     """
-    model = build_model(task.model, data.num_features, data.num_outputs,
-                        seed=derive_seed(seed, "init"))  # fmt: skip
+    model = build_model(
+        task.model, data.num_features, data.num_outputs, seed=derive_seed(seed, "init")
+    )
     opt = _optimizer(task, list(model.parameters()))
     # The batch schedule of the library's reference loop (loss_rl.training): epochs are
     # permutations from the seed's "batches" stream cut into full batches.
@@ -138,6 +141,11 @@ def compare_modules(
             d, p = paired_difference(s, table[names.index(reference)])
         rows.append([name, *summarize_seeds(s), d, p])
     df = pd.DataFrame(rows, columns=COLUMNS)
-    df.attrs.update(steps=n_steps, seeds=seed_list, metric=task.score_metric, split=split,
-                    scores={n: table[i].tolist() for i, n in enumerate(names)})  # fmt: skip
+    df.attrs.update(
+        steps=n_steps,
+        seeds=seed_list,
+        metric=task.score_metric,
+        split=split,
+        scores={n: table[i].tolist() for i, n in enumerate(names)},
+    )
     return df.sort_values("mean", ascending=False, na_position="last").reset_index(drop=True)

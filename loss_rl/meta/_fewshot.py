@@ -22,9 +22,9 @@ from torch import Tensor
 from torch.func import functional_call
 
 from loss_rl.meta._episodes import FewShotDigitsEpisodes
-from loss_rl.meta._neural import NeuralLoss
 from loss_rl.meta._outer import MetaHistory, MetaProgress, OuterConfig, meta_optimize
 from loss_rl.meta._unroll import InnerConfig, LossFn, unrolled_train
+from loss_rl.neural_loss import NeuralLoss
 
 
 @dataclass
@@ -55,8 +55,9 @@ def _after_k_steps(
         ep = sampler.sample(rng, cfg)
         params = unrolled_train(ep.model, ep.params, loss_fn, ep.batches, cfg)
         with torch.no_grad():
-            out = functional_call(ep.model, {k: v.detach() for k, v in params.items()},
-                                  (ep.query[0],))  # fmt: skip
+            out = functional_call(
+                ep.model, {k: v.detach() for k, v in params.items()}, (ep.query[0],)
+            )
             acc.append(float((out.argmax(-1) == ep.query[1]).float().mean()))
             ce.append(float(F.cross_entropy(out, ep.query[1])))
     return np.array(acc), np.array(ce)
@@ -109,8 +110,14 @@ def few_shot_example(
     train = FewShotDigitsEpisodes(train_classes, shots=shots, query=query)
     test = FewShotDigitsEpisodes(test_classes, shots=shots, query=query)
     loss = NeuralLoss(hidden, base="ce", seed=seed)
-    outer = OuterConfig(meta_steps=meta_steps, tasks_per_step=tasks_per_step, lr=meta_lr,
-                        clip_norm=1.0, seed=seed, eval_episodes=eval_episodes)  # fmt: skip
+    outer = OuterConfig(
+        meta_steps=meta_steps,
+        tasks_per_step=tasks_per_step,
+        lr=meta_lr,
+        clip_norm=1.0,
+        seed=seed,
+        eval_episodes=eval_episodes,
+    )
     history = meta_optimize(loss, train, inner, outer, progress)
     eval_seed = seed + 7
     ce_acc, ce_ce = _after_k_steps(test, _ce, inner, eval_episodes, eval_seed)

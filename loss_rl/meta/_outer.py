@@ -71,15 +71,17 @@ class OuterConfig:
         if self.meta_steps < 0:
             raise ConfigError(f"must be >= 0, got {self.meta_steps}", field="meta_steps")
         if self.tasks_per_step < 1:
-            raise ConfigError(f"must be positive, got {self.tasks_per_step}",
-                              field="tasks_per_step")  # fmt: skip
+            raise ConfigError(
+                f"must be positive, got {self.tasks_per_step}", field="tasks_per_step"
+            )
         if not self.lr > 0:
             raise ConfigError(f"must be positive, got {self.lr}", field="meta_lr")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ConfigError(f"must be positive, got {self.clip_norm}", field="clip_norm")
         if self.objective not in ("ce", "soft_error"):
-            raise ConfigError(f"use 'ce' or 'soft_error', got {self.objective!r}",
-                              field="objective")  # fmt: skip
+            raise ConfigError(
+                f"use 'ce' or 'soft_error', got {self.objective!r}", field="objective"
+            )
 
 
 @dataclass(frozen=True)
@@ -176,8 +178,9 @@ def evaluate_meta_loss(
     vals = []
     for _ in range(episodes):
         ep = sampler.sample(rng, cfg)
-        v = meta_objective(ep.model, ep.params, loss.per_sample, ep.batches, ep.query, cfg,
-                           ep.kind, objective)  # fmt: skip
+        v = meta_objective(
+            ep.model, ep.params, loss.per_sample, ep.batches, ep.query, cfg, ep.kind, objective
+        )
         vals.append(float(v.detach()))
     return float(np.mean(vals)) if vals else math.nan
 
@@ -207,8 +210,9 @@ def meta_optimize(
     history = MetaHistory(grad_abs=np.zeros(sum(p.numel() for p in params)))
     eval_seed = outer.seed + 1_000_003  # fixed evaluation draws, disjoint from training draws
     if outer.eval_episodes:
-        history.eval_before = evaluate_meta_loss(loss, sampler, inner, outer.eval_episodes,
-                                                 eval_seed, outer.objective)  # fmt: skip
+        history.eval_before = evaluate_meta_loss(
+            loss, sampler, inner, outer.eval_episodes, eval_seed, outer.objective
+        )
     if not params or outer.meta_steps == 0:
         history.eval_after = history.eval_before
         return history
@@ -221,8 +225,16 @@ def meta_optimize(
         reason = ""
         for _ in range(outer.tasks_per_step):
             ep = sampler.sample(rng, inner)
-            value = meta_objective(ep.model, ep.params, loss.per_sample, ep.batches, ep.query,
-                                   inner, ep.kind, outer.objective)  # fmt: skip
+            value = meta_objective(
+                ep.model,
+                ep.params,
+                loss.per_sample,
+                ep.batches,
+                ep.query,
+                inner,
+                ep.kind,
+                outer.objective,
+            )
             values.append(float(value.detach()))
             if not torch.isfinite(value):
                 reason = f"non-finite meta-loss ({values[-1]}) on episode {ep.label}"
@@ -240,8 +252,9 @@ def meta_optimize(
             history.meta_loss.append(math.nan)
             history.grad_norm.append(math.nan)
             history.skipped.append((step, reason))
-            logger.warning("outer step %d skipped: %s; the loss's parameters are unchanged",
-                           step, reason)  # fmt: skip
+            logger.warning(
+                "outer step %d skipped: %s; the loss's parameters are unchanged", step, reason
+            )
             _report(progress, step, outer, history, t0)
             continue
         norm = float(torch.sqrt(sum((a * a).sum() for a in acc)))
@@ -252,11 +265,17 @@ def meta_optimize(
             scale = outer.clip_norm / norm
             acc = [a * scale for a in acc]
             history.clipped.append(step)
-            logger.info("outer step %d: meta-gradient norm %.3g clipped to %.3g",
-                        step, norm, outer.clip_norm)  # fmt: skip
+            logger.info(
+                "outer step %d: meta-gradient norm %.3g clipped to %.3g",
+                step,
+                norm,
+                outer.clip_norm,
+            )
         before = [p.detach().clone() for p in params]
-        state = {k: {n: (v.clone() if isinstance(v, Tensor) else v) for n, v in s.items()}
-                 for k, s in opt.state.items()}  # fmt: skip
+        state = {
+            k: {n: (v.clone() if isinstance(v, Tensor) else v) for n, v in s.items()}
+            for k, s in opt.state.items()
+        }
         for p, a in zip(params, acc, strict=True):
             p.grad = a.to(p.dtype)
         opt.step()
@@ -268,13 +287,15 @@ def meta_optimize(
             opt.state.clear()
             opt.state.update(state)
             history.skipped.append((step, "the update made the parameters non-finite"))
-            logger.warning("outer step %d undone: the update made the loss's parameters "
-                           "non-finite", step)  # fmt: skip
+            logger.warning(
+                "outer step %d undone: the update made the loss's parameters non-finite", step
+            )
         _report(progress, step, outer, history, t0)
     history.seconds = time.perf_counter() - t0
     if outer.eval_episodes:
-        history.eval_after = evaluate_meta_loss(loss, sampler, inner, outer.eval_episodes,
-                                                eval_seed, outer.objective)  # fmt: skip
+        history.eval_after = evaluate_meta_loss(
+            loss, sampler, inner, outer.eval_episodes, eval_seed, outer.objective
+        )
     return history
 
 
@@ -287,9 +308,15 @@ def _report(
 ) -> None:
     if progress is None:
         return
-    progress(MetaProgress(
-        "meta", step, outer.meta_steps, history.meta_loss[-1], history.grad_norm[-1],
-        bool(history.clipped and history.clipped[-1] == step),
-        bool(history.skipped and history.skipped[-1][0] == step),
-        time.perf_counter() - t0,
-    ))  # fmt: skip
+    progress(
+        MetaProgress(
+            "meta",
+            step,
+            outer.meta_steps,
+            history.meta_loss[-1],
+            history.grad_norm[-1],
+            bool(history.clipped and history.clipped[-1] == step),
+            bool(history.skipped and history.skipped[-1][0] == step),
+            time.perf_counter() - t0,
+        )
+    )

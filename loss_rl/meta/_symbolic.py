@@ -21,27 +21,24 @@ from torch import Tensor, nn
 
 from loss_rl.errors import LossSpecError
 from loss_rl.expr import (
+    BINARY_FUNCTIONS,
+    EXP_MAX,
+    UNARY_FUNCTIONS,
     Const,
     Expr,
     Leaf,
+    LeafContext,
     Op,
     TaskKind,
+    integer_exponent,
     is_vector,
+    probes,
     round_constant,
-    task_kind,
-)
-from loss_rl.expr._canonical import integer_exponent
-from loss_rl.expr._compile import (
-    BINARY_FUNCTIONS,
-    UNARY_FUNCTIONS,
-    LeafContext,
     safe_denominator,
     safe_log,
+    task_kind,
 )
-from loss_rl.expr._nodes import EXP_MAX
-from loss_rl.expr._probes import probes
 
-_SQRT_EPS = 1e-12
 #: Gradient magnitudes at or below this count as "no gradient" (exact zeros in practice).
 ZERO_GRAD_TOL = 1e-12
 
@@ -246,10 +243,11 @@ class SymbolicLoss(nn.Module):
         frozen = set(freeze)
         infos = constants_of(expr, learn_integer_exponents=learn_integer_exponents)
         self.constants: list[ConstantInfo] = [
-            ConstantInfo(c.index, c.position, c.value, c.learnable and c.index not in frozen,
-                         c.context)
+            ConstantInfo(
+                c.index, c.position, c.value, c.learnable and c.index not in frozen, c.context
+            )
             for c in infos
-        ]  # fmt: skip
+        ]
         self.source = expr
         self.kind = kind
         init = [c.value for c in self.learnable]

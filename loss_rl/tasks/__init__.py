@@ -17,7 +17,15 @@ from loss_rl.tasks._config import (
     TaskConfig,
     TrainingConfig,
 )
-from loss_rl.tasks._data import NoiseRecord, Split, TaskData, derive_seed, load_task
+from loss_rl.tasks._data import (
+    NoiseRecord,
+    Split,
+    TaskData,
+    derive_seed,
+    has_task_data,
+    load_task,
+    provide_task_data,
+)
 from loss_rl.tasks._datasets import CACHE_ENV, RawDataset, cache_dir, load_raw
 from loss_rl.tasks._models import ACTIVATION_MODULES, build_model, conv_lengths
 
@@ -42,6 +50,8 @@ __all__ = [
     "cache_dir",
     "conv_lengths",
     "derive_seed",
+    "has_task_data",
     "load_raw",
     "load_task",
+    "provide_task_data",
 ]

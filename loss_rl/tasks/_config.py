@@ -9,14 +9,12 @@ with a :class:`~loss_rl.errors.ConfigError` naming the dotted field and the fix,
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal
 
-from loss_rl.errors import ConfigError
 from loss_rl.expr import TaskKind
+from loss_rl.schema import Section, build, fail
 
 _C, _R = TaskKind.CLASSIFICATION, TaskKind.REGRESSION
 
@@ -41,7 +39,12 @@ DATASET_OPTIONS: dict[str, tuple[str, ...]] = {
     "diabetes": (),
     "mnist1d": ("num_samples", "seed"),
     "synthetic_classification": (
-        "num_samples", "num_features", "num_informative", "num_classes", "class_sep", "seed",
+        "num_samples",
+        "num_features",
+        "num_informative",
+        "num_classes",
+        "class_sep",
+        "seed",
     ),
     "synthetic_regression": ("num_samples", "num_features", "num_informative", "noise", "seed"),
 }
@@ -56,125 +59,13 @@ METRICS: dict[TaskKind, tuple[str, ...]] = {
 DEFAULT_METRIC: dict[TaskKind, str] = {_C: "accuracy", _R: "r2"}
 
 
-def _fail(path: str, message: str) -> typing.NoReturn:
-    raise ConfigError(message, field=path)
-
-
-def _type_name(tp: Any) -> str:
-    origin = get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
-    if origin is tuple:
-        return f"a list of {_type_name(get_args(tp)[0])}"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
-        tp, str(tp)
-    )
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and return it in canonical form."""
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        alts = get_args(tp)
-        if value is None and type(None) in alts:
-            return None
-        for alt in alts:
-            if alt is type(None):
-                continue
-            try:
-                return _coerce(value, alt, path)
-            except ConfigError:
-                continue
-        _fail(path, f"expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in get_args(tp):
-            _fail(path, f"got {value!r}; choose one of {', '.join(map(repr, get_args(tp)))}")
-        return value
-    if origin is tuple:
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            _fail(path, f"expected {_type_name(tp)}, got {value!r}")
-        inner = get_args(tp)[0]
-        return tuple(_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            _fail(path, f"expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(path, f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(path, f"expected a number, got {value!r}")
-        return value  # ints stay ints: split sizes use int = count, float = fraction
-    if tp is str:
-        if not isinstance(value, str):
-            _fail(path, f"expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported annotation {tp!r}")  # pragma: no cover - programming error
-
-
-class _Section:
-    """Mixin: strict ``from_dict`` / ``to_dict`` for a flat frozen dataclass section."""
-
-    #: Keys written by ``to_dict`` only when they differ from ``None``.
-    _optional_keys: ClassVar[tuple[str, ...]] = ()
-
-    #: Section name in error paths (``task.<section>.<field>``).
-    _section: ClassVar[str] = ""
-
-    @classmethod
-    def _parse(cls, data: Any) -> Any:
-        path = f"task.{cls._section}"
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            _fail(path, f"expected a mapping of options, got {data!r}")
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            _fail(f"{path}.{unknown[0]}", f"unknown option; {path} accepts {', '.join(names)}")
-        kwargs = {k: _coerce(v, hints[k], f"{path}.{k}") for k, v in data.items()}
-        obj = cls(**kwargs)
-        # Written options that do not apply are errors even when they equal the default.
-        obj._validate(path, frozenset(kwargs))
-        return obj
-
-    def __post_init__(self) -> None:
-        given = frozenset(
-            f.name
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-            if getattr(self, f.name) != f.default
-        )
-        self._validate(f"task.{self._section}", given)
-
-    def _validate(self, path: str, given: frozenset[str]) -> None:
-        """Check values; ``given`` are the fields that differ from their defaults."""
-
-    def _relevant(self) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain YAML-able data (lists for tuples; only the fields that apply)."""
-        out: dict[str, Any] = {}
-        for name in self._relevant():
-            v = getattr(self, name)
-            if v is None and name in self._optional_keys:
-                continue
-            out[name] = list(v) if isinstance(v, tuple) else v
-        return out
-
-
 def _positive(value: float | int | None, path: str, what: str = "a positive number") -> None:
     if value is not None and not value > 0:
-        _fail(path, f"must be {what}, got {value!r}")
+        fail(path, f"must be {what}, got {value!r}")
 
 
 @dataclass(frozen=True)
-class DatasetConfig(_Section):
+class DatasetConfig(Section):
     """Which dataset, and the options of generated ones.
 
     Attributes:
@@ -190,7 +81,7 @@ class DatasetConfig(_Section):
             synthetic: 0). The dataset itself does not change with the training seed.
     """
 
-    _section: ClassVar[str] = "dataset"
+    _path: ClassVar[str] = "task.dataset"
 
     name: str = "digits"
     num_samples: int | None = None
@@ -202,21 +93,28 @@ class DatasetConfig(_Section):
     seed: int | None = None
 
     _optional_keys: ClassVar[tuple[str, ...]] = (
-        "num_samples", "num_features", "num_informative", "num_classes", "class_sep", "noise",
+        "num_samples",
+        "num_features",
+        "num_informative",
+        "num_classes",
+        "class_sep",
+        "noise",
         "seed",
     )
 
     def _validate(self, path: str, given: frozenset[str]) -> None:
         if self.name not in DATASET_KINDS:
-            _fail(f"{path}.name", f"unknown dataset {self.name!r}; choose one of "
-                  f"{', '.join(DATASET_KINDS)}")
+            fail(
+                f"{path}.name",
+                f"unknown dataset {self.name!r}; choose one of {', '.join(DATASET_KINDS)}",
+            )
         allowed = DATASET_OPTIONS[self.name]
         for key in sorted(given - {"name"} - set(allowed)):
             if getattr(self, key) is not None:
                 takes = f"takes only {', '.join(allowed)}" if allowed else "takes no options"
-                _fail(f"{path}.{key}", f"dataset {self.name!r} {takes}; remove {key!r}")
+                fail(f"{path}.{key}", f"dataset {self.name!r} {takes}; remove {key!r}")
         if self.num_samples is not None and self.num_samples < 10:
-            _fail(f"{path}.num_samples", f"must be at least 10, got {self.num_samples}")
+            fail(f"{path}.num_samples", f"must be at least 10, got {self.num_samples}")
         for key in ("num_features", "num_informative"):
             _positive(getattr(self, key), f"{path}.{key}", "a positive integer")
         if (
@@ -224,14 +122,14 @@ class DatasetConfig(_Section):
             and self.num_informative is not None
             and self.num_informative > self.num_features
         ):
-            _fail(f"{path}.num_informative", "cannot exceed num_features")
+            fail(f"{path}.num_informative", "cannot exceed num_features")
         if self.num_classes is not None and self.num_classes < 2:
-            _fail(f"{path}.num_classes", f"must be at least 2, got {self.num_classes}")
+            fail(f"{path}.num_classes", f"must be at least 2, got {self.num_classes}")
         _positive(self.class_sep, f"{path}.class_sep")
         if self.noise is not None and self.noise < 0:
-            _fail(f"{path}.noise", f"must be >= 0, got {self.noise}")
+            fail(f"{path}.noise", f"must be >= 0, got {self.noise}")
         if self.seed is not None and self.seed < 0:
-            _fail(f"{path}.seed", f"must be >= 0, got {self.seed}")
+            fail(f"{path}.seed", f"must be >= 0, got {self.seed}")
 
     @property
     def kind(self) -> TaskKind:
@@ -250,7 +148,7 @@ _CORRUPTION_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
-class CorruptionConfig(_Section):
+class CorruptionConfig(Section):
     """Corruption of the *training* part (val and test are never corrupted).
 
     Attributes:
@@ -266,7 +164,7 @@ class CorruptionConfig(_Section):
         per_class: Kept samples per class for ``subsample`` (classification only).
     """
 
-    _section: ClassVar[str] = "corruption"
+    _path: ClassVar[str] = "task.corruption"
 
     kind: CorruptionKind = "none"
     rate: float | None = None
@@ -283,35 +181,46 @@ class CorruptionConfig(_Section):
         wanted = _CORRUPTION_FIELDS[self.kind]
         for key in sorted(given - {"kind"} - set(wanted)):
             uses = ", ".join(wanted) if wanted else "no options"
-            _fail(f"{path}.{key}", f"corruption kind {self.kind!r} uses {uses}; remove {key!r}")
+            fail(f"{path}.{key}", f"corruption kind {self.kind!r} uses {uses}; remove {key!r}")
         if self.kind in ("symmetric", "pairflip"):
             if self.rate is None:
-                _fail(f"{path}.rate", f"required for kind {self.kind!r}: a fraction in [0, 1), "
-                      "e.g. 0.4")
+                fail(
+                    f"{path}.rate",
+                    f"required for kind {self.kind!r}: a fraction in [0, 1), e.g. 0.4",
+                )
             if not 0 <= self.rate < 1:
-                _fail(f"{path}.rate", f"impossible noise rate {self.rate!r}; use a fraction in "
-                      "[0, 1)")
+                fail(
+                    f"{path}.rate", f"impossible noise rate {self.rate!r}; use a fraction in [0, 1)"
+                )
             if self.kind == "pairflip" and self.rate >= 0.5:
-                _fail(f"{path}.rate", f"pair-flip rate {self.rate!r} makes the flipped label the "
-                      "majority of its class; use a rate below 0.5")
+                fail(
+                    f"{path}.rate",
+                    f"pair-flip rate {self.rate!r} makes the flipped label the majority of its "
+                    "class; use a rate below 0.5",
+                )
         elif self.kind == "imbalance":
             if self.ratio is None:
-                _fail(f"{path}.ratio", "required for kind 'imbalance': n_max / n_min >= 1, e.g. 10")
+                fail(f"{path}.ratio", "required for kind 'imbalance': n_max / n_min >= 1, e.g. 10")
             if not self.ratio >= 1:
-                _fail(f"{path}.ratio", f"imbalance ratio n_max / n_min must be >= 1, got "
-                      f"{self.ratio!r}")
+                fail(
+                    f"{path}.ratio",
+                    f"imbalance ratio n_max / n_min must be >= 1, got {self.ratio!r}",
+                )
         elif self.kind == "subsample":
             if (self.fraction is None) == (self.per_class is None):
-                _fail(f"{path}.fraction", "kind 'subsample' needs exactly one of fraction "
-                      "(in (0, 1]) or per_class (a positive integer)")
+                fail(
+                    f"{path}.fraction",
+                    "kind 'subsample' needs exactly one of fraction (in (0, 1]) or per_class (a "
+                    "positive integer)",
+                )
             if self.fraction is not None and not 0 < self.fraction <= 1:
-                _fail(f"{path}.fraction", f"must be in (0, 1], got {self.fraction!r}")
+                fail(f"{path}.fraction", f"must be in (0, 1], got {self.fraction!r}")
             if self.per_class is not None and self.per_class < 1:
-                _fail(f"{path}.per_class", f"must be a positive integer, got {self.per_class!r}")
+                fail(f"{path}.per_class", f"must be a positive integer, got {self.per_class!r}")
 
 
 @dataclass(frozen=True)
-class SplitConfig(_Section):
+class SplitConfig(Section):
     """Held-out parts: an integer is a count, a float in ``(0, 1)`` a fraction of the dataset.
 
     Attributes:
@@ -320,7 +229,7 @@ class SplitConfig(_Section):
         stratify: Keep class proportions in every part (classification).
     """
 
-    _section: ClassVar[str] = "split"
+    _path: ClassVar[str] = "task.split"
 
     val: float = 0.2
     test: float = 0.2
@@ -331,19 +240,22 @@ class SplitConfig(_Section):
             v = getattr(self, key)
             if isinstance(v, int):
                 if v < 1:
-                    _fail(f"{path}.{key}", f"a count must be >= 1, got {v}")
+                    fail(f"{path}.{key}", f"a count must be >= 1, got {v}")
             elif not 0 < v < 1:
-                _fail(f"{path}.{key}", f"a fraction must be in (0, 1), got {v!r}; write an "
-                      "integer for a count")
+                fail(
+                    f"{path}.{key}",
+                    f"a fraction must be in (0, 1), got {v!r}; write an integer for a count",
+                )
         if (
             not isinstance(self.val, int)
             and not isinstance(self.test, int)
             and self.val + self.test >= 1
         ):
-            _fail(f"{path}.val", "val + test leave no training data; make them sum to less than 1")
+            fail(f"{path}.val", "val + test leave no training data; make them sum to less than 1")
 
     def sizes(self, n: int) -> tuple[int, int]:
         """``(n_val, n_test)`` for a dataset of ``n`` samples."""
+
         def size(v: float) -> int:
             return int(v) if isinstance(v, int) else max(1, round(v * n))
 
@@ -359,7 +271,7 @@ _MODEL_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """The trained model.
 
     Attributes:
@@ -374,7 +286,7 @@ class ModelConfig(_Section):
         padding: Zero padding of every convolution.
     """
 
-    _section: ClassVar[str] = "model"
+    _path: ClassVar[str] = "task.model"
 
     kind: ModelKind = "mlp"
     widths: tuple[int, ...] = (64, 64)
@@ -391,29 +303,34 @@ class ModelConfig(_Section):
         wanted = _MODEL_FIELDS[self.kind]
         for key in sorted(given - {"kind"} - set(wanted)):
             uses = ", ".join(wanted) if wanted else "no options"
-            _fail(f"{path}.{key}", f"model kind {self.kind!r} uses {uses}; remove {key!r}")
+            fail(f"{path}.{key}", f"model kind {self.kind!r} uses {uses}; remove {key!r}")
         for i, w in enumerate(self.widths):
             if w <= 0:
-                _fail(f"{path}.widths[{i}]", f"layer widths must be positive, got {w}")
+                fail(f"{path}.widths[{i}]", f"layer widths must be positive, got {w}")
         if self.activation not in ACTIVATIONS:
-            _fail(f"{path}.activation", f"unknown activation {self.activation!r}; choose one of "
-                  f"{', '.join(ACTIVATIONS)}")
+            fail(
+                f"{path}.activation",
+                f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}",
+            )
         if self.kind == "cnn1d":
             if not self.channels:
-                _fail(f"{path}.channels", "a cnn1d needs at least one convolution")
+                fail(f"{path}.channels", "a cnn1d needs at least one convolution")
             for i, c in enumerate(self.channels):
                 if c <= 0:
-                    _fail(f"{path}.channels[{i}]", f"channels must be positive, got {c}")
+                    fail(f"{path}.channels[{i}]", f"channels must be positive, got {c}")
             if len(self.kernel_sizes) != len(self.channels):
-                _fail(f"{path}.kernel_sizes", f"give one kernel size per convolution "
-                      f"({len(self.channels)}), got {len(self.kernel_sizes)}")
+                fail(
+                    f"{path}.kernel_sizes",
+                    f"give one kernel size per convolution ({len(self.channels)}), got "
+                    f"{len(self.kernel_sizes)}",
+                )
             for i, k in enumerate(self.kernel_sizes):
                 if k <= 0:
-                    _fail(f"{path}.kernel_sizes[{i}]", f"kernel sizes must be positive, got {k}")
+                    fail(f"{path}.kernel_sizes[{i}]", f"kernel sizes must be positive, got {k}")
             if self.stride <= 0:
-                _fail(f"{path}.stride", f"must be positive, got {self.stride}")
+                fail(f"{path}.stride", f"must be positive, got {self.stride}")
             if self.padding < 0:
-                _fail(f"{path}.padding", f"must be >= 0, got {self.padding}")
+                fail(f"{path}.padding", f"must be >= 0, got {self.padding}")
 
     @property
     def hidden(self) -> tuple[int, ...]:
@@ -422,7 +339,7 @@ class ModelConfig(_Section):
 
 
 @dataclass(frozen=True)
-class TrainingConfig(_Section):
+class TrainingConfig(Section):
     """Inner-training budget and optimiser.
 
     Attributes:
@@ -443,7 +360,7 @@ class TrainingConfig(_Section):
         eval_every: Steps between validation checks when ``patience`` is set.
     """
 
-    _section: ClassVar[str] = "training"
+    _path: ClassVar[str] = "task.training"
 
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = 1e-2
@@ -462,41 +379,43 @@ class TrainingConfig(_Section):
     _optional_keys: ClassVar[tuple[str, ...]] = ("patience",)
 
     def _relevant(self) -> tuple[str, ...]:
-        common = ("optimizer", "lr", "batch_size", "steps", "full_steps", "weight_decay",
-                  "patience", "eval_every")
+        common = (
+            "optimizer",
+            "lr",
+            "batch_size",
+            "steps",
+            "full_steps",
+            "weight_decay",
+            "patience",
+            "eval_every",
+        )
         extra = ("beta1", "beta2", "eps") if self.optimizer == "adam" else ("momentum", "nesterov")
         return common[:5] + extra + common[5:]
 
     def _validate(self, path: str, given: frozenset[str]) -> None:
         other = ("momentum", "nesterov") if self.optimizer == "adam" else ("beta1", "beta2", "eps")
         for key in sorted(given & set(other)):
-            _fail(f"{path}.{key}", f"not an option of optimizer {self.optimizer!r}; remove it")
+            fail(f"{path}.{key}", f"not an option of optimizer {self.optimizer!r}; remove it")
         _positive(self.lr, f"{path}.lr")
         for key in ("batch_size", "steps", "full_steps", "eval_every"):
             _positive(getattr(self, key), f"{path}.{key}", "a positive integer")
         if self.full_steps < self.steps:
-            _fail(f"{path}.full_steps", f"full training ({self.full_steps}) must be at least the "
-                  f"search fidelity steps ({self.steps})")
+            fail(
+                f"{path}.full_steps",
+                f"full training ({self.full_steps}) must be at least the search fidelity steps "
+                f"({self.steps})",
+            )
         if not 0 <= self.momentum < 1:
-            _fail(f"{path}.momentum", f"must be in [0, 1), got {self.momentum!r}")
+            fail(f"{path}.momentum", f"must be in [0, 1), got {self.momentum!r}")
         if self.nesterov and self.momentum == 0:
-            _fail(f"{path}.nesterov", "Nesterov momentum needs momentum > 0")
+            fail(f"{path}.nesterov", "Nesterov momentum needs momentum > 0")
         for key in ("beta1", "beta2"):
             if not 0 <= getattr(self, key) < 1:
-                _fail(f"{path}.{key}", f"must be in [0, 1), got {getattr(self, key)!r}")
+                fail(f"{path}.{key}", f"must be in [0, 1), got {getattr(self, key)!r}")
         _positive(self.eps, f"{path}.eps")
         if self.weight_decay < 0:
-            _fail(f"{path}.weight_decay", f"must be >= 0, got {self.weight_decay!r}")
+            fail(f"{path}.weight_decay", f"must be >= 0, got {self.weight_decay!r}")
         _positive(self.patience, f"{path}.patience", "a positive integer")
-
-
-_SECTIONS: dict[str, type[_Section]] = {
-    "dataset": DatasetConfig,
-    "corruption": CorruptionConfig,
-    "split": SplitConfig,
-    "model": ModelConfig,
-    "training": TrainingConfig,
-}
 
 
 @dataclass(frozen=True)
@@ -533,13 +452,19 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         if self.metric is not None and self.metric not in METRICS[self.kind]:
-            _fail("task.metric", f"{self.metric!r} is not a {self.kind.value} score; choose one "
-                  f"of {', '.join(METRICS[self.kind])}")
+            fail(
+                "task.metric",
+                f"{self.metric!r} is not a {self.kind.value} score; choose one of "
+                f"{', '.join(METRICS[self.kind])}",
+            )
         if self.kind is _R and self.corruption.kind in ("pairflip", "imbalance"):
-            _fail("task.corruption.kind", f"{self.corruption.kind!r} needs classes; dataset "
-                  f"{self.dataset.name!r} is a regression task (use symmetric or subsample)")
+            fail(
+                "task.corruption.kind",
+                f"{self.corruption.kind!r} needs classes; dataset {self.dataset.name!r} is a "
+                "regression task (use symmetric or subsample)",
+            )
         if self.kind is _R and self.corruption.per_class is not None:
-            _fail("task.corruption.per_class", "regression has no classes; use fraction")
+            fail("task.corruption.per_class", "regression has no classes; use fraction")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> TaskConfig:
@@ -552,31 +477,23 @@ class TaskConfig:
         Raises:
             ConfigError: naming the dotted field (e.g. ``task.corruption.rate``) and the fix.
         """
-        path = "task"
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            _fail(path, f"expected a mapping with {', '.join([*_SECTIONS, 'metric'])}, "
-                  f"got {data!r}")
-        unknown = sorted(set(data) - {*_SECTIONS, "metric"})
-        if unknown:
-            _fail(f"{path}.{unknown[0]}", f"unknown section; a task has "
-                  f"{', '.join([*_SECTIONS, 'metric'])}")
-        kwargs: dict[str, Any] = {}
-        for name, section in _SECTIONS.items():
-            raw = data.get(name)
-            if name == "dataset" and isinstance(raw, str):
-                raw = {"name": raw}
-            kwargs[name] = section._parse(raw)
-        metric = data.get("metric")
-        if metric is not None and not isinstance(metric, str):
-            _fail(f"{path}.metric", f"expected a string, got {metric!r}")
-        kwargs["metric"] = metric
-        return cls(**kwargs)
+        names = [f.name for f in dataclasses.fields(cls)]
+        if isinstance(data, Mapping) and isinstance(data.get("dataset"), str):
+            data = {**data, "dataset": {"name": data["dataset"]}}
+        return build(
+            cls,
+            data,
+            "task",
+            mapping_message=f"expected a mapping with {', '.join(names)}, got {{value!r}}",
+            unknown_message="unknown section; a task has {allowed}",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-able data; ``TaskConfig.from_dict(cfg.to_dict()) == cfg``."""
-        out: dict[str, Any] = {name: getattr(self, name).to_dict() for name in _SECTIONS}
+        out: dict[str, Any] = {
+            name: getattr(self, name).to_dict()
+            for name in ("dataset", "corruption", "split", "model", "training")
+        }
         if self.metric is not None:
             out["metric"] = self.metric
         return out

@@ -15,21 +15,23 @@ from loss_rl.training._metrics import (
     score_of,
 )
 from loss_rl.training._optim import StackedAdam, StackedOptimizer, StackedSGD, make_optimizer
-from loss_rl.training._ploss import LossEval, PopulationLoss, structure
+from loss_rl.training._ploss import LossEval, PopulationLoss
 from loss_rl.training._population import StackedModel
+from loss_rl.training._program import structure
 from loss_rl.training._reference import (
     batch_schedule,
     evaluate_module,
     init_seed,
     train_reference,
 )
-from loss_rl.training._trainer import SPLITS, TrainResult, train
-from loss_rl.training._workers import (
-    WORKERS_ENV,
-    default_workers,
-    shutdown_workers,
+from loss_rl.training._trainer import (
+    SPLITS,
+    TrainResult,
+    split_candidates,
     start_workers,
+    train,
 )
+from loss_rl.training._workers import WORKERS_ENV, default_workers, shutdown_workers
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -52,6 +54,7 @@ __all__ = [
     "regression_metrics",
     "score_of",
     "shutdown_workers",
+    "split_candidates",
     "start_workers",
     "structure",
     "train",

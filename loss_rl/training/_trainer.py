@@ -20,13 +20,15 @@ result does not depend on what else is in the batch beyond float rounding (batch
 round differently for different population sizes).
 
 **Processes.** :func:`train` splits the population over worker processes of one thread each
-(see :mod:`loss_rl.training._workers` for the measurements behind that choice).
+(:func:`split_candidates`; see :mod:`loss_rl.training._workers` for the measurements behind that
+choice); :func:`start_workers` starts them ahead of the first call.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,13 +37,15 @@ import torch
 from torch import Tensor
 
 from loss_rl.errors import ConfigError
-from loss_rl.expr import Expr, TaskKind
+from loss_rl.expr import Expr, TaskKind, compile_loss
 from loss_rl.tasks import TaskConfig, TaskData, build_model, load_task
 from loss_rl.training._metrics import classification_metrics, regression_metrics, score_of
 from loss_rl.training._optim import make_optimizer
 from loss_rl.training._ploss import PopulationLoss
 from loss_rl.training._population import StackedModel
+from loss_rl.training._program import structure
 from loss_rl.training._reference import batch_schedule, init_seed
+from loss_rl.training._workers import default_workers, get_pool, run_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +131,7 @@ class _Data:
         return torch.stack(per_seed, dim=1)
 
 
-def _check_args(
-    task: TaskConfig, steps: int, seeds: Sequence[int], splits: Sequence[str]
-) -> None:
+def _check_args(task: TaskConfig, steps: int, seeds: Sequence[int], splits: Sequence[str]) -> None:
     if not isinstance(task, TaskConfig):
         raise ConfigError(
             f"expected a TaskConfig (build one with TaskConfig.from_dict), got "
@@ -167,12 +169,16 @@ class _Run:
         self.n = self.n_cands * self.n_seeds
         self.loss = PopulationLoss(exprs, self.n_seeds, self.data.kind, self.data.num_classes)
         inits = [
-            build_model(task.model, self.data.num_features, self.data.num_outputs,
-                        seed=init_seed(s))
+            build_model(
+                task.model, self.data.num_features, self.data.num_outputs, seed=init_seed(s)
+            )
             for s in seeds
         ]
         self.model = StackedModel(
-            task.model, self.data.num_features, self.data.num_outputs, inits,
+            task.model,
+            self.data.num_features,
+            self.data.num_outputs,
+            inits,
             [m % self.n_seeds for m in range(self.n)],
         )
         self.optimizer = make_optimizer(self.model.params, task.training)
@@ -281,7 +287,7 @@ class _Run:
         if self.task.model.kind == "cnn1d":
             width *= self.data.num_features
         chunk = max(1, _EVAL_CHUNK_ELEMENTS // (self.n * width))
-        outs = [self.model.forward(x[:, i:i + chunk]) for i in range(0, x.shape[1], chunk)]
+        outs = [self.model.forward(x[:, i : i + chunk]) for i in range(0, x.shape[1], chunk)]
         return torch.cat(outs, 1)
 
     def metrics(self, split: str) -> dict[str, Tensor]:
@@ -304,7 +310,7 @@ class _Run:
                 m = self._metric_values(out, p.y)
                 for k, v in m.items():
                     per.setdefault(k, torch.empty(self.n, dtype=torch.float64))
-                    per[k][s::self.n_seeds] = v[s::self.n_seeds]
+                    per[k][s :: self.n_seeds] = v[s :: self.n_seeds]
             return per
         return self._metric_values(outs, y)
 
@@ -355,7 +361,8 @@ def run_population(
             out.diverged_at = d_at
             out.steps = d_at
             out.reason = (
-                "evaluating the loss raised an error" if cand in broken
+                "evaluating the loss raised an error"
+                if cand in broken
                 else f"non-finite loss or gradient at step {d_at}"
             )
             continue
@@ -372,8 +379,6 @@ def run_population(
 
 def _validate_candidate(expr: object, kind: TaskKind) -> str:
     """Empty string if ``expr`` can be trained for ``kind``, else the reason it cannot."""
-    from loss_rl.expr import compile_loss
-
     if not isinstance(expr, Expr):
         return f"not a loss expression: {type(expr).__name__}"
     try:
@@ -383,16 +388,21 @@ def _validate_candidate(expr: object, kind: TaskKind) -> str:
     return ""
 
 
-def _chunks(
-    exprs: Sequence[Expr], n_seeds: int, workers: int
-) -> list[list[int]]:
+def split_candidates(exprs: Sequence[Expr], n_seeds: int, workers: int) -> list[list[int]]:
     """Split candidate indices into ``workers`` contiguous runs of similar cost.
 
     Candidates are sorted by tree structure so each structure group stays (mostly) in one
     worker; a run's cost is its models plus ~2 models' worth per structure group it evaluates.
-    """
-    from loss_rl.training._ploss import structure
+    The Ray executor splits its batches the same way.
 
+    Args:
+        exprs: Candidate loss expressions.
+        n_seeds: Models per candidate (paired seeds).
+        workers: Number of runs wanted, at most.
+
+    Returns:
+        Candidate indices of each run (empty runs left out).
+    """
     keys = [structure(e) for e in exprs]
     order = sorted(range(len(exprs)), key=lambda i: keys[i])
     costs = []
@@ -445,8 +455,6 @@ def train(
         ConfigError: for a bad task, steps, seeds or splits. A bad *candidate* never raises: its
             results are ``diverged`` with a ``reason``.
     """
-    from loss_rl.training import _workers
-
     _check_args(task, steps, seeds, splits)
     if data_seed is not None:
         _check_args(task, steps, [data_seed], splits)
@@ -460,39 +468,83 @@ def train(
     outcomes: dict[int, list[_Outcome]] = {}
     seconds: dict[int, float] = {}
     if valid:
-        n_workers = _workers.default_workers() if workers is None else max(0, workers)
+        n_workers = default_workers() if workers is None else max(0, workers)
         n_models = len(valid) * n_seeds
         # A worker needs a few models to be worth its messages (and at most one per candidate).
         n_workers = min(n_workers, len(valid), max(1, n_models // _MIN_MODELS_PER_WORKER))
         exprs = [candidates[i] for i in valid]
         if n_workers > 1:
-            chunks = _chunks(exprs, n_seeds, n_workers)
+            chunks = split_candidates(exprs, n_seeds, n_workers)
             payloads = [
                 ([exprs[j] for j in chunk], task, steps, seeds, splits, data_seed)
                 for chunk in chunks
             ]
-            results = _workers.run_chunks(payloads)
+            results = run_chunks(run_population, payloads)
             for chunk, (outs, secs) in zip(chunks, results, strict=True):
                 for k, j in enumerate(chunk):
-                    outcomes[valid[j]] = outs[k * n_seeds:(k + 1) * n_seeds]
+                    outcomes[valid[j]] = outs[k * n_seeds : (k + 1) * n_seeds]
                     seconds[valid[j]] = secs / (len(chunk) * n_seeds)
         else:
             outs, secs = run_population(exprs, task, steps, seeds, splits, data_seed)
             for k, i in enumerate(valid):
-                outcomes[i] = outs[k * n_seeds:(k + 1) * n_seeds]
+                outcomes[i] = outs[k * n_seeds : (k + 1) * n_seeds]
                 seconds[i] = secs / n_models
     results_out: list[TrainResult] = []
     for c in range(len(candidates)):
         for s_pos, seed in enumerate(seeds):
             if reasons[c]:
-                results_out.append(TrainResult(
-                    candidate=c, seed=seed, status="diverged", metrics={}, score=None,
-                    diverged_at=0, seconds=0.0, steps=0, reason=reasons[c],
-                ))
+                results_out.append(
+                    TrainResult(
+                        candidate=c,
+                        seed=seed,
+                        status="diverged",
+                        metrics={},
+                        score=None,
+                        diverged_at=0,
+                        seconds=0.0,
+                        steps=0,
+                        reason=reasons[c],
+                    )
+                )
                 continue
             o = outcomes[c][s_pos]
-            results_out.append(TrainResult(
-                candidate=c, seed=seed, status=o.status, metrics=o.metrics, score=o.score,
-                diverged_at=o.diverged_at, seconds=seconds[c], steps=o.steps, reason=o.reason,
-            ))
+            results_out.append(
+                TrainResult(
+                    candidate=c,
+                    seed=seed,
+                    status=o.status,
+                    metrics=o.metrics,
+                    score=o.score,
+                    diverged_at=o.diverged_at,
+                    seconds=seconds[c],
+                    steps=o.steps,
+                    reason=o.reason,
+                )
+            )
     return results_out
+
+
+def _ready() -> int:
+    # Runs in a worker: the worker imports this module (torch and the trainer) to find it.
+    return os.getpid()
+
+
+def start_workers(workers: int | None = None) -> int:
+    """Start the worker pool now (it otherwise starts on the first :func:`train` that needs it).
+
+    Starting a worker imports torch (seconds); call this at the start of a run so the first
+    evaluations are not slowed down.
+
+    Args:
+        workers: Number of processes (default :func:`~loss_rl.training.default_workers`).
+
+    Returns:
+        The size of the pool (0 when training stays in-process).
+    """
+    n = default_workers() if workers is None else max(0, workers)
+    if n <= 1:
+        return 0
+    pool = get_pool(n)
+    for f in [pool.submit(_ready) for _ in range(n)]:
+        f.result()
+    return n

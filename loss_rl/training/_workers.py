@@ -23,6 +23,10 @@ and any threading library; ``LOSS_RL_MP_START`` may choose ``fork`` or ``forkser
 the life of the process and shut down at exit. A script that calls :func:`loss_rl.training.train`
 with workers must guard its entry point with ``if __name__ == "__main__":`` (as for any
 ``multiprocessing`` code on spawn platforms).
+
+This module is the pool only: what runs in it (the trainer's ``run_population``) is handed to
+:func:`run_chunks` by :mod:`loss_rl.training._trainer`, which also warms the pool up
+(:func:`~loss_rl.training.start_workers`).
 """
 
 from __future__ import annotations
@@ -34,11 +38,14 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Environment variable with the default number of worker processes (0 = train in-process).
 WORKERS_ENV = "LOSS_RL_WORKERS"
@@ -97,12 +104,6 @@ def _exit_with(parent: int, every_s: float = 2.0) -> None:
             os._exit(0)
 
 
-def _run_chunk(payload: tuple[Any, ...]) -> Any:
-    from loss_rl.training._trainer import run_population
-
-    return run_population(*payload)
-
-
 def get_pool(size: int) -> ProcessPoolExecutor:
     """The shared pool with ``size`` workers (recreated if the size changes)."""
     global _pool, _pool_size
@@ -113,38 +114,14 @@ def get_pool(size: int) -> ProcessPoolExecutor:
         if _pool is None:
             method = os.environ.get(START_ENV, "spawn")
             ctx = multiprocessing.get_context(method)
-            _pool = ProcessPoolExecutor(max_workers=size, mp_context=ctx,
-                                        initializer=_init_worker,
-                                        initargs=(os.getpid(),))  # fmt: skip
+            _pool = ProcessPoolExecutor(
+                max_workers=size,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(os.getpid(),),
+            )
             _pool_size = size
         return _pool
-
-
-def _ready() -> int:
-    import loss_rl.training._trainer  # noqa: F401 - import torch and the trainer now
-
-    return os.getpid()
-
-
-def start_workers(workers: int | None = None) -> int:
-    """Start the worker pool now (it otherwise starts on the first :func:`train` that needs it).
-
-    Starting a worker imports torch (seconds); call this at the start of a run so the first
-    evaluations are not slowed down.
-
-    Args:
-        workers: Number of processes (default :func:`default_workers`).
-
-    Returns:
-        The size of the pool (0 when training stays in-process).
-    """
-    n = default_workers() if workers is None else max(0, workers)
-    if n <= 1:
-        return 0
-    pool = get_pool(n)
-    for f in [pool.submit(_ready) for _ in range(n)]:
-        f.result()
-    return n
 
 
 def shutdown_workers() -> None:
@@ -160,20 +137,17 @@ def shutdown_workers() -> None:
 atexit.register(shutdown_workers)
 
 
-def run_chunks(payloads: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """Run ``run_population(*payload)`` for each payload, one per worker process.
+def run_chunks(fn: Callable[..., _T], payloads: Sequence[tuple[Any, ...]]) -> list[_T]:
+    """Run ``fn(*payload)`` for each payload, one per worker process.
 
+    ``fn`` must be a module-level function: a worker imports it by its module and name.
     Falls back to running in this process if the pool breaks (e.g. a worker was killed).
     """
-    from concurrent.futures.process import BrokenProcessPool
-
-    from loss_rl.training._trainer import run_population
-
     try:
         pool = get_pool(len(payloads))
-        futures: list[Future[Any]] = [pool.submit(_run_chunk, p) for p in payloads]
+        futures: list[Future[_T]] = [pool.submit(fn, *p) for p in payloads]
         return [f.result() for f in futures]
     except BrokenProcessPool:
         logger.warning("worker pool broke; training this batch in-process")
         shutdown_workers()
-        return [run_population(*p) for p in payloads]
+        return [fn(*p) for p in payloads]

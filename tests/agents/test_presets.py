@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from loss_rl.agents import ALGOS, AgentConfig, load_agent_config
+from loss_rl.agents import ALGOS, AgentConfig
 from loss_rl.errors import ConfigError
-from loss_rl.presets import find_preset, list_presets
+from loss_rl.presets import find_preset, list_presets, load_agent_config
 
 
 @pytest.mark.parametrize("algo", sorted(ALGOS))

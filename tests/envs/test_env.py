@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
+import subprocess
+import sys
 import warnings
 from typing import Any
 
@@ -12,12 +13,13 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import loss_rl.envs
-from loss_rl.envs import ENV_ID, LossDesignEnv
+from loss_rl.envs import LossDesignEnv
 from loss_rl.envs._env import N_STATS
 from loss_rl.envs.testing import CheapEvaluator
+from loss_rl.errors import ConfigError
 from loss_rl.evaluation import EvalResult, Status
 from loss_rl.expr import Expr, known_loss, parse
+from loss_rl.presets import ENV_ID, register_envs
 from tests.envs.helpers import TableEvaluator
 
 SPACES = ["symbolic", "parametric"]
@@ -51,8 +53,8 @@ def test_gymnasium_and_sb3_checkers_pass(space: str, kind: str) -> None:
 
 
 def test_registered_and_made_by_id() -> None:
-    importlib.reload(loss_rl.envs)  # registering twice is harmless
-    env = gym.make(ENV_ID, render_mode="ansi")
+    register_envs()  # `import loss_rl` registered the ids already; twice is harmless
+    env = gym.make(ENV_ID, render_mode="ansi", evaluator=CheapEvaluator())
     assert isinstance(env.unwrapped, LossDesignEnv)
     gym_check_env(env.unwrapped)
     with warnings.catch_warnings():
@@ -61,6 +63,28 @@ def test_registered_and_made_by_id() -> None:
     made = gym.make(ENV_ID, config={"space": "parametric"}, evaluator=TableEvaluator())
     made.reset(seed=0)
     assert made.unwrapped.config.space == "parametric"
+
+
+def test_an_env_without_evaluator_says_what_to_pass() -> None:
+    # Never a made-up score from a test double: the first evaluation is a clear error.
+    env = gym.make(ENV_ID)
+    with pytest.raises(ConfigError, match="no evaluator: pass evaluator=") as err:
+        env.reset(seed=0)
+    assert err.value.field == "evaluator"
+
+
+def test_import_loss_rl_registers_the_ids_without_the_rl_stack() -> None:
+    code = (
+        "import sys, gymnasium, loss_rl\n"
+        "assert 'stable_baselines3' not in sys.modules and 'loss_rl.envs' not in sys.modules\n"
+        "from loss_rl.envs.testing import CheapEvaluator\n"
+        "env = gymnasium.make('loss_rl/LossDesign-v0', evaluator=CheapEvaluator())\n"
+        "env.reset(seed=0)\n"
+        "print(gymnasium.spec('loss_rl/digits_noisy-v0').entry_point)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "loss_rl.presets:make_env"
 
 
 def test_render_ansi_and_none() -> None:

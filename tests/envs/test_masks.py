@@ -36,7 +36,10 @@ def _assert_valid(expr: Expr, env: LossDesignEnv) -> None:
     ],
 )
 def test_masks_match_validity(config: dict[str, Any]) -> None:
-    env = LossDesignEnv({**config, "start": ["library", *EXTRA_STARTS[config["kind"]]]})
+    env = LossDesignEnv(
+        {**config, "start": ["library", *EXTRA_STARTS[config["kind"]]]},
+        CheapEvaluator(config["kind"]),
+    )
     space = env.space
     for start in env.start_candidates():
         env.reset(seed=0, options={"start": start})

@@ -11,8 +11,9 @@ from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_suppo
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.monitor import Monitor
 
-from loss_rl.envs import ENV_ID, BatchedLossVecEnv, LossDesignEnv
+from loss_rl.envs import BatchedLossVecEnv, LossDesignEnv
 from loss_rl.envs.testing import CheapEvaluator
+from loss_rl.presets import ENV_ID
 from tests.envs.helpers import HashEvaluator, TableEvaluator
 
 

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from loss_rl.export import LossSpec, _generated_module, module_source
+from loss_rl.export import LossSpec, module_source
+from loss_rl.export._torchscript import _generated_module
 from loss_rl.expr import KNOWN_LOSSES, Expr, Op, TaskKind, compile_loss, is_vector, known_loss
 from loss_rl.expr._codegen import latex
 from tests.expr.strategies import exprs

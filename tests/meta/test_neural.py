@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from loss_rl.errors import LossSpecError
-from loss_rl.meta import (
+from loss_rl.neural_loss import (
     NeuralLoss,
     export_neural_loss,
     load_neural_loss,
@@ -41,8 +41,9 @@ def test_starts_as_cross_entropy_and_is_multiclass() -> None:
     loss = NeuralLoss(reduction="none")
     for c in (2, 3, 10):
         z, y = _inputs(c)
-        torch.testing.assert_close(loss(z, y), torch.nn.functional.cross_entropy(z, y,
-                                                                               reduction="none"))
+        torch.testing.assert_close(
+            loss(z, y), torch.nn.functional.cross_entropy(z, y, reduction="none")
+        )
     z, y = _inputs(4)
     soft = torch.nn.functional.one_hot(y, 4).float()
     torch.testing.assert_close(loss(z, soft), loss(z, y))

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from loss_rl._refine import meta_train, refine
 from loss_rl.errors import ConfigError, LossSpecError
 from loss_rl.export import export, read_spec
 from loss_rl.expr import known_loss, parse
-from loss_rl.meta import load_neural_loss, meta_train, refine
+from loss_rl.neural_loss import load_neural_loss
 from loss_rl.presets import load_env_preset
 from loss_rl.store import CONFIG, LEDGER, Ledger, write_yaml
 

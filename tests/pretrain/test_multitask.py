@@ -23,7 +23,7 @@ from loss_rl.envs import (
 )
 from loss_rl.envs.testing import CheapEvaluator
 from loss_rl.expr import TaskKind
-from loss_rl.suites import load_suite
+from loss_rl.presets import load_suite
 
 CFG = {"space": "parametric", "max_steps": 3, "min_steps": 3, "start": ["ce"],
        "task_features": [0.0] * N_FEATURES}  # fmt: skip

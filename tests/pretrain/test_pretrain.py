@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import loss_rl.pretrain as pretrain_mod
+import loss_rl.agents.cards as cards_mod
 from loss_rl._search import Search
+from loss_rl.agents.cards import read_card
 from loss_rl.errors import ConfigError
-from loss_rl.pretrain import Pretraining, pretrain, read_card, resume_pretraining
+from loss_rl.pretrain import Pretraining, pretrain, resume_pretraining
 
 pytestmark = pytest.mark.slow
 
@@ -87,12 +88,12 @@ def test_agent_pretrained_uses_the_shipped_policy(
     shipped.mkdir()
     (shipped / "classification.zip").write_bytes((pretrained / "agent.zip").read_bytes())
     (shipped / "classification.json").write_text((pretrained / "card.json").read_text())
-    monkeypatch.setattr(pretrain_mod, "SHIPPED_DIR", shipped)
+    monkeypatch.setattr(cards_mod, "SHIPPED_DIR", shipped)
     s = Search.create("tiny:iris_clean", "pretrained", budget=8, out=tmp_path, name="p",
                       train=False)  # fmt: skip
     assert s.agent_config.algo == "maskable_ppo"
     assert s.init_agent == (shipped / "classification.zip").resolve()
-    monkeypatch.setattr(pretrain_mod, "SHIPPED_DIR", tmp_path / "none")
+    monkeypatch.setattr(cards_mod, "SHIPPED_DIR", tmp_path / "none")
     with pytest.raises(ConfigError, match="no pretrained policy is shipped"):
         Search.create("tiny:iris_clean", "pretrained", budget=8, out=tmp_path, train=False)
 
@@ -128,11 +129,11 @@ def test_bad_pretraining_requests(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(
-    not (pretrain_mod.SHIPPED_DIR / "classification.zip").is_file(),
+    not (cards_mod.SHIPPED_DIR / "classification.zip").is_file(),
     reason="no shipped policy in this checkout",
 )
 def test_shipped_policy_fits_the_default_env(tmp_path: Path) -> None:
-    card = read_card(pretrain_mod.SHIPPED_DIR / "classification.zip")
+    card = read_card(cards_mod.SHIPPED_DIR / "classification.zip")
     assert card is not None and card["suite"] == "classification"
     s = Search.create("digits_noisy", "pretrained", budget=8, out=tmp_path, train=False)
     assert s.agent_config.algo == card["algo"]

@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from loss_rl.errors import ConfigError
-from loss_rl.presets import load_env_preset
-from loss_rl.suites import list_suites, load_suite
+from loss_rl.presets import list_suites, load_env_preset, load_suite
 
 TASK = {
     "dataset": {"name": "iris"},
@@ -62,7 +61,7 @@ def test_without_leaves_tasks_out_and_refuses_fewer_than_two() -> None:
 
 
 def test_suite_round_trips_through_to_dict() -> None:
-    from loss_rl.suites import parse_suite
+    from loss_rl.presets import parse_suite
 
     s = load_suite("tiny")
     again = parse_suite(s.to_dict(), s.name)

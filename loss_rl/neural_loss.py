@@ -16,6 +16,9 @@ Bechtle et al., "Meta Learning via Learned Loss" (ML3), ICPR 2021.
 The learned loss is exported as data only: a JSON spec (architecture + weights as nested lists)
 that :func:`load_neural_loss` rebuilds, or a standalone ``.py`` file that imports only ``torch``
 and embeds the weights as lists. No pickle and no code is ever read back.
+
+This module sits below both of its users: :mod:`loss_rl.meta` meta-trains the network and
+:func:`loss_rl.export.load_loss` loads an exported one back.
 """
 
 from __future__ import annotations
@@ -39,6 +42,20 @@ LOG_P_MIN = -30.0
 FEATURES: tuple[str, ...] = ("p", "log_p", "t")
 ACTIVATIONS: tuple[str, ...] = ("tanh", "relu", "softplus", "elu")
 Reduction = Literal["mean", "sum", "none"]
+
+__all__ = [
+    "ACTIVATIONS",
+    "FEATURES",
+    "LOG_P_MIN",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "NeuralLoss",
+    "export_neural_loss",
+    "load_neural_loss",
+    "neural_loss_from_dict",
+    "neural_loss_source",
+    "neural_loss_to_dict",
+]
 
 
 def _act(name: str) -> nn.Module:
@@ -76,15 +93,18 @@ class NeuralLoss(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise LossSpecError(f"unknown activation {activation!r}; use one of "
-                                f"{', '.join(ACTIVATIONS)}", field="activation")  # fmt: skip
+            raise LossSpecError(
+                f"unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}",
+                field="activation",
+            )
         if base not in ("ce", "none"):
             raise LossSpecError(f"base must be 'ce' or 'none', got {base!r}", field="base")
         if reduction not in ("mean", "sum", "none"):
             raise LossSpecError(f"unknown reduction {reduction!r}", field="reduction")
         if any(int(h) < 1 for h in hidden):
-            raise LossSpecError(f"hidden widths must be positive, got {list(hidden)}",
-                                field="hidden")  # fmt: skip
+            raise LossSpecError(
+                f"hidden widths must be positive, got {list(hidden)}", field="hidden"
+            )
         self.hidden = tuple(int(h) for h in hidden)
         self.activation = activation
         self.base = base
@@ -200,8 +220,11 @@ def neural_loss_from_dict(spec: Mapping[str, Any]) -> NeuralLoss:
         raise _fail(f"schema must be {SCHEMA!r}, got {spec.get('schema')!r}", "schema")
     version = spec.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
-        raise _fail(f"unsupported schema_version {version!r} (this loss_rl reads "
-                    f"{SCHEMA_VERSION}); upgrade loss_rl", "schema_version")  # fmt: skip
+        raise _fail(
+            f"unsupported schema_version {version!r} (this loss_rl reads "
+            f"{SCHEMA_VERSION}); upgrade loss_rl",
+            "schema_version",
+        )
     if spec.get("kind", "classification") != "classification":
         raise _fail("neural losses are classification losses", "kind")
     arch = spec.get("architecture")
@@ -216,28 +239,37 @@ def neural_loss_from_dict(spec: Mapping[str, Any]) -> NeuralLoss:
     hidden = arch.get("hidden", [])
     if not isinstance(hidden, list) or not all(isinstance(h, int) for h in hidden):
         raise _fail("hidden must be a list of integers", "architecture.hidden")
-    loss = NeuralLoss(hidden, str(arch.get("activation", "tanh")),
-                      arch.get("base", "ce"), spec.get("reduction", "mean"),
-                      seed=None)  # fmt: skip
+    loss = NeuralLoss(
+        hidden,
+        str(arch.get("activation", "tanh")),
+        arch.get("base", "ce"),
+        spec.get("reduction", "mean"),
+        seed=None,
+    )
     weights = spec.get("weights")
     if not isinstance(weights, Mapping):
         raise _fail("weights must be an object of name -> nested lists", "weights")
     expected = set()
     with torch.no_grad():
         for i, lin in enumerate(_layers(loss)):
-            for name, target in ((f"layers.{i}.weight", lin.weight), (f"layers.{i}.bias",
-                                                                        lin.bias)):
+            for name, target in (
+                (f"layers.{i}.weight", lin.weight),
+                (f"layers.{i}.bias", lin.bias),
+            ):
                 expected.add(name)
                 if name not in weights:
                     raise _fail(f"missing weight {name!r}", f"weights.{name}")
                 try:
                     value = torch.tensor(weights[name], dtype=torch.float32)
                 except (TypeError, ValueError) as err:
-                    raise _fail(f"{name} is not a nested list of numbers ({err})",
-                                f"weights.{name}") from None  # fmt: skip
+                    raise _fail(
+                        f"{name} is not a nested list of numbers ({err})", f"weights.{name}"
+                    ) from None
                 if value.shape != target.shape:
-                    raise _fail(f"{name} has shape {list(value.shape)}, expected "
-                                f"{list(target.shape)}", f"weights.{name}")  # fmt: skip
+                    raise _fail(
+                        f"{name} has shape {list(value.shape)}, expected {list(target.shape)}",
+                        f"weights.{name}",
+                    )
                 if not torch.isfinite(value).all():
                     raise _fail(f"{name} holds non-finite numbers", f"weights.{name}")
                 target.copy_(value)
@@ -314,9 +346,12 @@ def neural_loss_source(spec: Mapping[str, Any]) -> str:
         b = _lit(lin.bias.detach().float().tolist())
         layer_lines.append(f"    ({w},\n     {b}),")
     layers = "\n".join(layer_lines)
-    act = {"tanh": "torch.tanh(h)", "relu": "torch.relu(h)",
-           "softplus": "torch.nn.functional.softplus(h)",
-           "elu": "torch.nn.functional.elu(h)"}[loss.activation]  # fmt: skip
+    act = {
+        "tanh": "torch.tanh(h)",
+        "relu": "torch.relu(h)",
+        "softplus": "torch.nn.functional.softplus(h)",
+        "elu": "torch.nn.functional.elu(h)",
+    }[loss.activation]
     base = "out = out - (t * log_p).sum(-1)\n        " if loss.base == "ce" else ""
     hidden = ", ".join(str(h) for h in arch["hidden"])
     formula = (

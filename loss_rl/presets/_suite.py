@@ -33,25 +33,31 @@ from pathlib import Path
 from typing import Any
 
 from loss_rl.errors import ConfigError
-from loss_rl.presets import (
+from loss_rl.presets._env import (
     EnvPreset,
     EvaluationConfig,
     VerificationConfig,
-    _section,
     check_budget,
-    load_env_preset,
-    load_yaml,
+    load_env_file,
     parse_env_preset,
-    preset_dirs,
 )
+from loss_rl.presets._files import load_yaml, preset_dirs
+from loss_rl.schema import parse_section
 
 SUITE_DIR = "suites"
 """Suites live in ``envs/suites/`` (and ``loss_rl/_presets/envs/suites/`` once installed)."""
 
 _SUITE_KEYS = {
-    "description", "space", "pretrain_space", "evaluation", "verification", "budget",
-    "pretrain_budget", "defaults", "tasks",
-}  # fmt: skip
+    "description",
+    "space",
+    "pretrain_space",
+    "evaluation",
+    "verification",
+    "budget",
+    "pretrain_budget",
+    "defaults",
+    "tasks",
+}
 
 
 @dataclass
@@ -134,9 +140,18 @@ class Suite:
 
 # Space keys that change the observation or action layout (a policy is tied to them).
 _LAYOUT_KEYS = {
-    "space", "kind", "terms", "weight_grid", "param_grids", "max_size", "leaves", "ops",
-    "constants", "max_steps", "task_features",
-}  # fmt: skip
+    "space",
+    "kind",
+    "terms",
+    "weight_grid",
+    "param_grids",
+    "max_size",
+    "leaves",
+    "ops",
+    "constants",
+    "max_steps",
+    "task_features",
+}
 
 
 def suite_dirs() -> list[Path]:
@@ -209,8 +224,8 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
             "must share with search; set them in 'space' instead",
             field="suite.pretrain_space",
         )
-    evaluation = _section(data, "evaluation", EvaluationConfig, "suite")
-    verification = _section(data, "verification", VerificationConfig, "suite")
+    evaluation = parse_section(data, "evaluation", EvaluationConfig, "suite")
+    verification = parse_section(data, "verification", VerificationConfig, "suite")
     budget = data.get("budget", 100)
     check_budget(budget, "suite.budget")
     pretrain_budget = data.get("pretrain_budget", 1000)
@@ -235,11 +250,10 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
         if "preset" in spec:
             if set(spec) != {"preset"}:
                 raise ConfigError(
-                    "a preset task takes only the 'preset' key; write the task inline to change "
-                    "it",
+                    "a preset task takes only the 'preset' key; write the task inline to change it",
                     field=where,
                 )
-            task_dict = load_env_preset(spec["preset"]).task.to_dict()
+            task_dict = load_env_file(spec["preset"]).task.to_dict()
         else:
             task_dict = _merge(defaults, spec)
         preset_data = {
@@ -271,9 +285,16 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
             field="suite.tasks",
         )
     return Suite(
-        name, str(data.get("description", "")), dict(space), evaluation, verification,
-        int(budget), int(pretrain_budget), tasks, dict(pretrain_space),
-    )  # fmt: skip
+        name,
+        str(data.get("description", "")),
+        dict(space),
+        evaluation,
+        verification,
+        int(budget),
+        int(pretrain_budget),
+        tasks,
+        dict(pretrain_space),
+    )
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -286,14 +307,3 @@ def load_suite_task(spec: str) -> EnvPreset:
     """The env preset of ``"<suite>:<task>"``."""
     suite, _, task = spec.partition(":")
     return load_suite(suite).task(task)
-
-
-__all__ = [
-    "Suite",
-    "find_suite",
-    "list_suites",
-    "load_suite",
-    "load_suite_task",
-    "parse_suite",
-    "suite_dirs",
-]

@@ -1,0 +1,337 @@
+"""A search run bound to its folder: the agent (or baseline) ↔ MDP ↔ evaluator loop.
+
+Everything a resume needs is in the run folder: ``config.yaml``, ``ledger.sqlite`` (no finished
+evaluation is trained again) and ``agent.zip`` (the last checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loss_rl._search._finish import verify_and_export, write_summary
+from loss_rl._search._setup import new_run
+from loss_rl.agents import (
+    AgentConfig,
+    Progress,
+    SearchState,
+    open_agent,
+    roll_out,
+    train_agent,
+)
+from loss_rl.agents.baselines import BASELINES
+from loss_rl.descriptors import task_descriptor
+from loss_rl.envs import BatchedLossVecEnv, LossDesignEnv
+from loss_rl.errors import RunError
+from loss_rl.evaluation import Evaluator
+from loss_rl.executors import ExecutorConfig, close_executor, make_executor, prepare_compute
+from loss_rl.presets import DEFAULT_ENV, parse_env_preset, run_env_config
+from loss_rl.store import CONFIG, LEDGER, Ledger, Run, RunConfig, load_run
+
+if TYPE_CHECKING:
+    from loss_rl.envs import EnvConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_AGENT = "maskable_ppo"
+"""The agent preset of ``loss-rl search`` without ``--agent``."""
+
+
+class Search:
+    """A search run bound to its run folder. Build it with :meth:`create` or :meth:`open`."""
+
+    def __init__(self, path: Path, config: RunConfig) -> None:
+        self.path = path
+        self.config = config
+        self.env_preset = parse_env_preset(config.env, config.env_name)
+        self.agent_config = AgentConfig.from_dict(config.agent, config.agent_source)
+        self.budget = config.budget
+        self.seed = config.seed
+        self.init_agent = Path(config.init_agent) if config.init_agent else None
+        self.train = config.train
+        # Runs written before executors existed trained in-process.
+        self.executor_config = ExecutorConfig.from_dict(config.executor, "executor")
+
+    @classmethod
+    def create(
+        cls,
+        env: str | Path = DEFAULT_ENV,
+        agent: str | Path = DEFAULT_AGENT,
+        *,
+        budget: int | None = None,
+        seed: int = 0,
+        out: str | Path = "results",
+        name: str | None = None,
+        command: str | None = None,
+        init_agent: str | Path | None = None,
+        train: bool = True,
+        tensorboard: bool = False,
+        executor: str | None = None,
+        ray_address: str | None = None,
+    ) -> Search:
+        """Validate the presets and create a new run folder (nothing is trained yet).
+
+        Args:
+            env: Env preset name or path.
+            agent: Agent preset name or path, or a finished run folder (its agent and policy:
+                the policy starts from that run's ``agent.zip``), or ``"pretrained"``.
+            budget: Inner trainings (default: the env preset's).
+            seed: Seed of the agent and environments.
+            out: Parent folder of the run folder.
+            name: Run folder name.
+            command: Command line recorded in ``command.txt``.
+            init_agent: A run folder or ``agent.zip`` whose trained policy this run starts from
+                (fine-tuned, or only rolled out with ``train=False``).
+            train: ``False`` rolls the policy out without learning (needs a trained policy).
+            tensorboard: Log the agent's training to ``tb/`` (needs ``pip install tensorboard``).
+            executor: Where trainings run, ``"inprocess"`` or ``"ray"`` (default: the env
+                preset's ``executor:`` section, else in-process).
+            ray_address: The Ray cluster (see :class:`~loss_rl.executors.ExecutorConfig`).
+
+        Raises:
+            ConfigError: for bad presets or options (e.g. ``train=False`` without a policy).
+        """
+        path, config = new_run(
+            env,
+            agent,
+            budget=budget,
+            seed=seed,
+            out=out,
+            name=name,
+            init_agent=init_agent,
+            train=train,
+            tensorboard=tensorboard,
+            executor=executor,
+            ray_address=ray_address,
+        )
+        search = cls(path, config)
+        search.log_command(
+            command
+            or f"loss_rl.search(env={str(env)!r}, agent={str(agent)!r}, budget={budget!r}, "
+            f"seed={seed!r})"
+        )
+        return search
+
+    @classmethod
+    def open(cls, path: str | Path) -> Search:
+        """Open an existing run folder to resume it.
+
+        Raises:
+            RunError: if the folder is not a run, its config is incomplete or from a newer
+                loss_rl.
+        """
+        run = load_run(path)
+        return cls(run.path, run.run_config)
+
+    def log_command(self, command: str) -> None:
+        """Append the command that started this session to ``command.txt``."""
+        with (self.path / "command.txt").open("a") as f:
+            f.write(command.rstrip() + "\n")
+
+    def env_config(self) -> EnvConfig:
+        """The MDP configuration: the preset's space, the task's kind and its descriptor.
+
+        Once a learning agent has measured the task's landmarks, the descriptor recorded in
+        ``config.yaml`` is used, so inspection and resume see the observations the agent saw.
+        """
+        return run_env_config(self.config)
+
+    # -----------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        progress: Callable[[Progress], None] | None = None,
+        *,
+        verify_top: bool = True,
+    ) -> Run:
+        """Search until the budget is spent, then verify and export the best loss.
+
+        Args:
+            progress: Called with a :class:`Progress` snapshot a few times per second.
+            verify_top: Re-train the top candidates at full length and export the winner.
+
+        Returns:
+            The finished run (``loss_rl.store.Run``).
+
+        Raises:
+            KeyboardInterrupt: after saving the agent and a partial summary (Ctrl-C); the run
+                can be resumed with ``loss_rl.resume(path)``.
+        """
+        executor = make_executor(self.executor_config)
+        prepare_compute(executor)  # a Ray cluster that does not answer fails here
+        preset = self.env_preset
+        ledger = Ledger(self.path / LEDGER)
+        t0 = time.perf_counter()
+        try:
+            evaluator = Evaluator(
+                preset.task,
+                seeds=preset.evaluation.seeds,
+                data_seed=preset.evaluation.data_seed,
+                ledger=ledger,
+                executor=executor,
+            )
+            before = ledger.counts()["trained"]
+            state = SearchState(evaluator, self.budget, trained_before=before)
+            for r in ledger.resolved():
+                state.observe(r.score, r.expression)
+            try:
+                if not state.done:
+                    if self.agent_config.is_baseline:
+                        self._run_baseline(evaluator, state, progress)
+                    else:
+                        self._run_agent(evaluator, state, progress)
+            except KeyboardInterrupt:
+                self._summary(ledger, state, time.perf_counter() - t0, None, "interrupted")
+                raise
+            verification = None
+            if verify_top:
+                verification = verify_and_export(self.path, preset, ledger)
+            self._summary(ledger, state, time.perf_counter() - t0, verification, "finished")
+        finally:
+            ledger.close()
+            close_executor(executor)
+        return load_run(self.path)
+
+    def _summary(
+        self,
+        ledger: Ledger,
+        state: SearchState,
+        seconds: float,
+        verification: dict[str, Any] | None,
+        status: str,
+    ) -> None:
+        write_summary(
+            self.path,
+            env=self.env_preset.name,
+            agent=self.agent_config.algo,
+            budget=self.budget,
+            ledger=ledger,
+            state=state,
+            seconds=seconds,
+            verification=verification,
+            status=status,
+        )
+
+    def _measure_descriptor(self, evaluator: Evaluator) -> None:
+        """Measure the landmarks once (recorded as trainings of this run) and keep them."""
+        if self.config.task_features or "task_features" in self.env_preset.space:
+            return
+        feats = task_descriptor(
+            self.env_preset.task, self.env_preset.evaluation.data_seed, evaluator
+        )
+        self.config.task_features = [round(float(v), 6) for v in feats]
+        self.config.write(self.path)
+
+    def _run_baseline(
+        self, evaluator: Evaluator, state: SearchState, progress: Callable[[Progress], None] | None
+    ) -> None:
+        cfg = self.agent_config
+        cls = BASELINES[cfg.algo]
+        options = cls.options_class(n_envs=cfg.n_envs, **cfg.hyperparams)
+        searcher = cls(
+            self.env_config(), evaluator, state, seed=self.seed, run_dir=self.path, options=options
+        )
+        searcher.run(progress)
+        if progress is not None:
+            progress(state.progress())
+
+    def _run_agent(
+        self, evaluator: Evaluator, state: SearchState, progress: Callable[[Progress], None] | None
+    ) -> None:
+        self._measure_descriptor(evaluator)
+        env_cfg = self.env_config()
+        envs = [
+            LossDesignEnv(env_cfg, evaluator=evaluator) for _ in range(self.agent_config.n_envs)
+        ]
+        vec = BatchedLossVecEnv(envs, evaluator)
+        vec.seed(self.seed)
+        if state.best_expression is not None and state.best_score is not None:
+            envs[0].inject_best(state.best_expression, state.best_score)  # resumed run
+        model, fresh = open_agent(
+            self.agent_config, vec, self.path, seed=self.seed, init=self.init_agent
+        )
+        if self.config.tensorboard:
+            model.tensorboard_log = str(self.path / "tb")
+        if self.train:
+            train_agent(model, state, self.path, fresh=fresh, progress=progress)
+        else:
+            roll_out(model, vec, state, masks=self.agent_config.uses_masks, progress=progress)
+
+
+def search(
+    env: str | Path = DEFAULT_ENV,
+    agent: str | Path = DEFAULT_AGENT,
+    *,
+    budget: int | None = None,
+    seed: int = 0,
+    out: str | Path = "results",
+    name: str | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    command: str | None = None,
+    init_agent: str | Path | None = None,
+    train: bool = True,
+    executor: str | None = None,
+    ray_address: str | None = None,
+) -> Run:
+    """Run a loss search end to end and return the finished run.
+
+    Args:
+        env: Env preset name (``envs/<name>.yaml``) or path: task, search space, budgets.
+        agent: Agent preset name (``dqn`` | ``ppo`` | ``maskable_ppo``) or path.
+        budget: Inner trainings to spend (default: the env preset's).
+        seed: Seed of the agent and environments.
+        out: Parent folder of the run folder.
+        name: Run folder name (default: ``<env>_<algo>_s<seed>_<timestamp>``).
+        progress: Progress callback (see :class:`loss_rl.agents.Progress`).
+        command: Command line recorded in ``command.txt``.
+        init_agent: Start from this run's (or ``agent.zip``'s) trained policy.
+        train: ``False`` only rolls the policy out (no learning).
+        executor: ``"inprocess"`` or ``"ray"`` (default: the env preset's, else in-process).
+        ray_address: The Ray cluster for ``executor="ray"`` (default: ``$RAY_ADDRESS``, else a
+            private local instance).
+
+    Returns:
+        The run (``.path``, ``.summary``, ``.ledger``, ``.best``).
+    """
+    s = Search.create(
+        env,
+        agent,
+        budget=budget,
+        seed=seed,
+        out=out,
+        name=name,
+        command=command,
+        init_agent=init_agent,
+        train=train,
+        executor=executor,
+        ray_address=ray_address,
+    )
+    return s.run(progress)
+
+
+def resume(
+    path: str | Path,
+    progress: Callable[[Progress], None] | None = None,
+    command: str | None = None,
+) -> Run:
+    """Continue a run to its original budget; finished evaluations are never trained again."""
+    s = Search.open(path)
+    s.log_command(command or f"loss_rl.resume({str(path)!r})")
+    return s.run(progress)
+
+
+def list_runs(root: str | Path = "results") -> list[Run]:
+    """Run folders under ``root`` (newest first)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = []
+    for p in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+        if (p / CONFIG).is_file() and (p / LEDGER).is_file():
+            with contextlib.suppress(RunError):
+                runs.append(load_run(p))
+    return runs

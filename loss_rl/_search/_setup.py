@@ -1,0 +1,178 @@
+"""A new search run: presets and options checked, then its folder and ``config.yaml`` written.
+
+Every check runs before the folder is created, so a bad option leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from loss_rl.agents import AGENT_FILE, AgentConfig
+from loss_rl.agents.cards import check_layout, read_card, shipped_policy
+from loss_rl.errors import ConfigError, RunError
+from loss_rl.executors import ExecutorConfig, require_ray
+from loss_rl.presets import (
+    EnvPreset,
+    check_budget,
+    env_config,
+    load_agent_config,
+    load_env_preset,
+)
+from loss_rl.store import RunConfig, load_run
+
+PRETRAINED = "pretrained"
+"""``--agent pretrained``: the package's policy (:func:`loss_rl.agents.cards.shipped_policy`)."""
+
+
+def new_run(
+    env: str | Path,
+    agent: str | Path,
+    *,
+    budget: int | None,
+    seed: int,
+    out: str | Path,
+    name: str | None,
+    init_agent: str | Path | None,
+    train: bool,
+    tensorboard: bool,
+    executor: str | None,
+    ray_address: str | None,
+) -> tuple[Path, RunConfig]:
+    """Resolve and check a new run's options, then create its folder with ``config.yaml``.
+
+    See :meth:`loss_rl.Search.create` for the arguments.
+
+    Raises:
+        ConfigError: for bad presets or options.
+        RunError: if the run folder already exists and is not empty.
+    """
+    preset = load_env_preset(env)
+    agent_cfg, init_path = _agent_and_policy(preset, agent, init_agent)
+    if tensorboard:
+        try:
+            import tensorboard as _tb  # noqa: F401
+        except ImportError as err:
+            raise ConfigError(
+                "TensorBoard logging needs the tensorboard package: pip install tensorboard",
+                field="tensorboard",
+            ) from err
+    if not train and init_path is None:
+        raise ConfigError(
+            "--no-train only rolls out a trained policy: pass --init-agent RUN or an --agent "
+            "that is a run folder",
+            field="no_train",
+        )
+    exec_cfg = (preset.executor or ExecutorConfig()).override(executor, ray_address)
+    if exec_cfg.name == "ray":
+        require_ray()  # before the run folder: a missing extra is an input error
+    run_budget = _budget(budget, preset, agent_cfg, train)
+    out_dir = Path(out)
+    path = out_dir / name if name else _new_run_dir(out_dir, preset.name, agent_cfg.algo, seed)
+    if path.exists() and any(path.iterdir()):
+        raise RunError(f"{path} already exists; choose another --out/--name or resume it")
+    path.mkdir(parents=True, exist_ok=True)
+    config = RunConfig(
+        env_name=preset.name,
+        env=preset.to_dict(),
+        agent_source=agent_cfg.source,
+        agent=agent_cfg.to_dict(),
+        budget=run_budget,
+        seed=int(seed),
+        init_agent=str(init_path.resolve()) if init_path is not None else None,
+        train=bool(train),
+        tensorboard=bool(tensorboard),
+        executor=exec_cfg.to_dict(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    config.write(path)
+    return path, config
+
+
+def _agent_and_policy(
+    preset: EnvPreset, agent: str | Path, init_agent: str | Path | None
+) -> tuple[AgentConfig, Path | None]:
+    """The agent config and the policy file the run starts from (checked against the env)."""
+    if str(agent) == PRETRAINED:
+        init_agent = init_agent or shipped_policy(preset.task.kind.value)
+        agent_cfg = AgentConfig.from_dict(
+            _card_of(init_agent)["agent"], source=f"pretrained:{init_agent}"
+        )
+    elif Path(agent).is_dir():
+        # A run folder as the agent: its preset, and its policy as the starting point.
+        source = load_run(agent)
+        init_agent = init_agent or source.path
+        agent_cfg = AgentConfig.from_dict(source.run_config.agent, str(source.path))
+    else:
+        agent_cfg = load_agent_config(agent, preset.name)
+    init_path = _policy_file(init_agent) if init_agent is not None else None
+    if init_path is not None:
+        card = read_card(init_path)
+        if card is not None:
+            if card.get("algo") not in (None, agent_cfg.algo):
+                raise ConfigError(
+                    f"the policy in {init_path} is a {card['algo']} policy; use --agent "
+                    f"{card['algo']} (or --agent pretrained) with it",
+                    field="init_agent",
+                )
+            check_layout(card, env_config(preset), str(init_path))
+    if init_path is not None and agent_cfg.is_baseline:
+        raise ConfigError(
+            f"{agent_cfg.algo} is not a learning agent; --init-agent needs dqn, ppo or "
+            "maskable_ppo",
+            field="init_agent",
+        )
+    return agent_cfg, init_path
+
+
+def _budget(budget: int | None, preset: EnvPreset, agent_cfg: AgentConfig, train: bool) -> int:
+    """The run's budget: given or the preset's, and enough for the agent to learn anything."""
+    if budget is not None:
+        check_budget(budget, "budget")
+    run_budget = int(budget if budget is not None else preset.budget)
+    if train and run_budget < agent_cfg.min_budget:
+        what = (
+            "n_steps x n_envs proposals per policy update"
+            if agent_cfg.algo != "dqn"
+            else "learning_starts transitions before learning"
+        )
+        raise ConfigError(
+            f"{run_budget} inner trainings are too few for {agent_cfg.algo}, which needs "
+            f"{agent_cfg.min_budget} ({what}, from {agent_cfg.source or 'its preset'}): the "
+            f"run would end before the agent learns anything. Use --budget "
+            f"{agent_cfg.min_budget} or more, or a preset with smaller n_steps / n_envs",
+            field="budget",
+        )
+    return run_budget
+
+
+def _new_run_dir(out: Path, env: str, algo: str, seed: int) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    # A suite task is named "<suite>:<task>"; a colon has no place in a folder name.
+    base = out / f"{env.replace(':', '-')}_{algo}_s{seed}_{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path = Path(f"{base}-{i}")
+        i += 1
+    return path
+
+
+def _card_of(policy: str | Path) -> dict[str, Any]:
+    card = read_card(policy)
+    if card is None or "agent" not in card:
+        raise ConfigError(f"{policy} has no policy card (card.json)", field="agent")
+    return card
+
+
+def _policy_file(source: str | Path) -> Path:
+    """``agent.zip`` of a run folder, or the given file."""
+    p = Path(source)
+    f = p / AGENT_FILE if p.is_dir() else p
+    if not f.is_file():
+        raise ConfigError(
+            f"no trained policy at {f}; give a run folder of dqn/ppo/maskable_ppo with an "
+            "agent.zip, or the path of such a file",
+            field="init_agent",
+        )
+    return f

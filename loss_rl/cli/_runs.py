@@ -1,0 +1,250 @@
+"""Commands that run or list searches: ``search``, ``pretrain``, ``resume`` and ``runs``.
+
+A search shows a progress bar; Ctrl-C keeps every finished evaluation and the agent, and exits
+with code 130 after printing how to resume.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from loss_rl.cli._choices import ExecutorName
+from loss_rl.cli._console import console
+from loss_rl.errors import ConfigError
+
+EXIT_INTERRUPTED = 130
+
+
+def _command_line() -> str:
+    """The command line as typed, to be logged in the run folder's ``command.txt``."""
+    return shlex.join(["loss-rl", *sys.argv[1:]])
+
+
+def _run_with_progress(
+    search: Any, out: Console, resume_hint: str = "loss-rl resume", label: str = "search"
+) -> Any:
+    """Run a search with a rich progress bar; Ctrl-C saves and exits with code 130."""
+    columns = (
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("trainings"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    with Progress(*columns, console=out, transient=False) as bar:
+        task = bar.add_task("search", total=search.budget, info="")
+
+        def report(p: Any) -> None:
+            best = "—" if p.best_score is None else f"{p.best_score:.4f}"
+            info = (
+                f"best {best} · {p.evals_per_second:.1f} trainings/s · "
+                f"{100 * p.resolved_without_training:.0f}% free"
+            )
+            bar.update(task, completed=min(p.trained, search.budget), info=info)
+
+        try:
+            return search.run(progress=report)
+        except KeyboardInterrupt:
+            bar.stop()
+            out.print(
+                f"[yellow]Interrupted: the agent and every finished evaluation are saved.[/]\n"
+                f"Continue with: {resume_hint} {search.path}"
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _print_summary(run: Any, out: Console) -> None:
+    """The end of a search: counts, timing, the best loss, verification and what to do next."""
+    from loss_rl.cli._tables import verification_table
+
+    s = run.summary or {}
+    ev = s.get("evaluations", {})
+    out.print(
+        f"\n[bold]Run[/] {run.path}  ·  {s.get('env')} / {s.get('agent')}  ·  "
+        f"{ev.get('trained', 0)} trainings of {s.get('budget')}  ·  "
+        f"{s.get('wall_seconds', 0):.0f} s ({s.get('evals_per_second', 0):.1f} trainings/s)  ·  "
+        f"{100 * s.get('resolved_without_training', 0):.0f}% of {ev.get('proposed', 0)} "
+        "proposals resolved without training"
+    )
+    best = s.get("best")
+    if best:
+        out.print(f"[bold]Best loss[/] {best['expression']}  (val {best['val_score']:.4f})")
+    ver = s.get("verification")
+    if ver:
+        title = (
+            f"verification: {ver.get('steps')} steps, {len(ver.get('seeds', []))} fresh seeds, "
+            "test split"
+        )
+        out.print(verification_table(ver["table"], ver.get("metric", "score"), title))
+    out.print(
+        f"\nInspect:  loss-rl inspect {run.path} --html\n"
+        f"Export:   loss-rl export {run.path} --format py --out discovered_loss.py"
+    )
+
+
+def search(
+    env: Annotated[str, typer.Option(help="Env preset name (envs/*.yaml) or a YAML path.")] = (
+        "digits_noisy"
+    ),
+    agent: Annotated[
+        str,
+        typer.Option(
+            help="dqn | ppo | maskable_ppo | random | evolution | optuna | pretrained (the policy "
+            "shipped in the package), or YAML."
+        ),
+    ] = "maskable_ppo",
+    budget: Annotated[
+        int | None, typer.Option(help="Inner trainings to spend (default: the env preset's).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the agent and environments.")] = 0,
+    out: Annotated[Path, typer.Option(help="Parent folder of the run folder.")] = Path("results"),
+    name: Annotated[str | None, typer.Option(help="Run folder name.")] = None,
+    init_agent: Annotated[
+        Path | None,
+        typer.Option(help="Start from the trained policy of this run folder (or agent.zip)."),
+    ] = None,
+    no_train: Annotated[
+        bool, typer.Option("--no-train", help="Only roll the trained policy out (no learning).")
+    ] = False,
+    tensorboard: Annotated[
+        bool, typer.Option("--tensorboard", help="Log the agent's training to RUN/tb/.")
+    ] = False,
+    executor: Annotated[
+        ExecutorName | None,
+        typer.Option(
+            help="Where inner trainings run: inprocess, or ray (pip install "
+            "'loss-rl[ray]'). Default: the env preset's executor, else inprocess."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster for --executor ray: auto | HOST:PORT | ray://HOST:PORT. "
+            "Default: $RAY_ADDRESS, else a private local Ray instance."
+        ),
+    ] = None,
+) -> None:
+    """Search for a loss: the agent edits losses, each scored by a short inner training.
+
+    --agent may also be a run folder: its agent, starting from its trained policy.
+    """
+    from loss_rl._search import Search
+
+    term = console()
+    s = Search.create(
+        env,
+        agent,
+        budget=budget,
+        seed=seed,
+        out=out,
+        name=name,
+        command=_command_line(),
+        init_agent=init_agent,
+        train=not no_train,
+        tensorboard=tensorboard,
+        executor=executor.value if executor else None,
+        ray_address=ray_address,
+    )
+    where = "" if s.executor_config.name == "inprocess" else f", executor {s.executor_config.name}"
+    term.print(
+        f"Run folder: {s.path}  (env {s.env_preset.name}, agent {s.agent_config.algo}, "
+        f"budget {s.budget} trainings{where})"
+    )
+    _print_summary(_run_with_progress(s, term), term)
+
+
+def pretrain(
+    suite: Annotated[
+        str | None,
+        typer.Option(help="Suite name (envs/suites/<name>.yaml) or path. E.g. classification."),
+    ] = None,
+    agent: Annotated[str, typer.Option(help="maskable_ppo | ppo | dqn, or YAML.")] = "maskable_ppo",
+    budget: Annotated[
+        int | None,
+        typer.Option(help="Inner trainings across the suite (default: its pretrain_budget)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Leave this task out (repeatable).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the agent, envs and task order.")] = 0,
+    out: Annotated[Path, typer.Option(help="Parent folder.")] = Path("results"),
+    name: Annotated[str | None, typer.Option(help="Folder name.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this interrupted pretraining folder.")
+    ] = None,
+) -> None:
+    """Pretrain a loss-design policy across the tasks of a suite (one task per episode).
+
+    Writes FOLDER/agent.zip and its card (card.md, card.json, curve.png). Use it on a new task
+    with `loss-rl search --env TASK --agent maskable_ppo --init-agent FOLDER [--no-train]`.
+    """
+    from loss_rl.pretrain import Pretraining
+
+    term = console()
+    if resume is not None:
+        p = Pretraining.open(resume)
+        p.log_command(_command_line())
+    elif suite is None:
+        from loss_rl.presets import list_suites
+
+        raise ConfigError(
+            f"give --suite NAME|PATH (shipped: {', '.join(list_suites())}) or --resume FOLDER",
+            field="suite",
+        )
+    else:
+        p = Pretraining.create(
+            suite,
+            agent,
+            budget=budget,
+            seed=seed,
+            exclude=exclude or (),
+            out=out,
+            name=name,
+            command=_command_line(),
+        )
+    term.print(
+        f"Pretraining folder: {p.path}  (suite {p.suite.name}: {len(p.suite.tasks)} "
+        f"tasks, agent {p.agent_config.algo}, budget {p.budget} trainings)"
+    )
+    _run_with_progress(p, term, resume_hint="loss-rl pretrain --resume", label="pretrain")
+    term.print((p.path / "card.md").read_text())
+    term.print(
+        f"Use it: loss-rl search --env ENV --agent {p.agent_config.algo} --init-agent {p.path} "
+        "[--no-train]"
+    )
+
+
+def resume(
+    run: Annotated[Path, typer.Argument(help="The run folder to continue.")],
+) -> None:
+    """Continue an interrupted run to its budget (finished evaluations are never re-trained)."""
+    from loss_rl._search import Search
+
+    term = console()
+    s = Search.open(run)
+    s.log_command(_command_line())
+    term.print(f"Resuming {s.path} (budget {s.budget} trainings)")
+    _print_summary(_run_with_progress(s, term), term)
+
+
+def runs(
+    root: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("results"),
+) -> None:
+    """List runs with their status, budget and best loss."""
+    from loss_rl._search import list_runs
+    from loss_rl.cli._tables import runs_table
+
+    found = list_runs(root)
+    term = console()
+    if not found:
+        term.print(f"No runs under {root}.")
+        return
+    term.print(runs_table(found, root))

@@ -1,0 +1,136 @@
+"""Env presets: the validated form of ``envs/<name>.yaml``.
+
+An env preset holds a task, a search space, evaluation and verification settings, a budget and
+optionally where trainings run (``executor:``, see :mod:`loss_rl.executors`) (:class:`EnvPreset`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loss_rl.errors import ConfigError
+from loss_rl.executors import ExecutorConfig
+from loss_rl.presets._files import find_preset, load_yaml
+from loss_rl.schema import check_int, parse_section
+from loss_rl.tasks import TaskConfig
+
+_ENV_KEYS = {"description", "task", "space", "evaluation", "verification", "budget", "executor"}
+
+
+@dataclass
+class EvaluationConfig:
+    """How the search scores a candidate.
+
+    Attributes:
+        seeds: Paired model seeds per candidate (score = mean over them).
+        data_seed: Seed of the data split and corruption (fixed for the run).
+    """
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    data_seed: int = 0
+
+
+@dataclass
+class VerificationConfig:
+    """How the best candidates are re-checked at the end of a run.
+
+    Attributes:
+        top_k: Distinct best candidates (by validation score) re-trained.
+        seeds: Fresh model seeds (≥ 2; 5 by default).
+        references: Known losses compared against (default by task kind).
+    """
+
+    top_k: int = 3
+    seeds: int = 5
+    references: list[str] | None = None
+
+
+@dataclass
+class EnvPreset:
+    """A validated env preset (``envs/<name>.yaml``)."""
+
+    name: str
+    description: str
+    task: TaskConfig
+    space: dict[str, Any]
+    evaluation: EvaluationConfig
+    verification: VerificationConfig
+    budget: int
+    executor: ExecutorConfig | None = None  # where trainings run; None: in-process
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``config.yaml``."""
+        out = {
+            "description": self.description,
+            "task": self.task.to_dict(),
+            "space": self.space,
+            "evaluation": vars(self.evaluation),
+            "verification": vars(self.verification),
+            "budget": self.budget,
+        }
+        if self.executor is not None:
+            out["executor"] = self.executor.to_dict()
+        return out
+
+
+def parse_env_preset(data: dict[str, Any], name: str) -> EnvPreset:
+    """Validate an env preset mapping.
+
+    Raises:
+        ConfigError: naming the field for unknown keys, wrong types or bad values.
+    """
+    for k in data:
+        if k not in _ENV_KEYS:
+            raise ConfigError(
+                f"unknown key {k!r}; allowed: {', '.join(sorted(_ENV_KEYS))}", field=f"env.{k}"
+            )
+    if "task" not in data:
+        raise ConfigError("is required (dataset, corruption, model, training)", field="env.task")
+    task = TaskConfig.from_dict(data["task"])
+    space = data.get("space") or {}
+    if not isinstance(space, dict):
+        raise ConfigError("must be a mapping", field="env.space")
+    if "kind" in space and space["kind"] != task.kind.value:
+        raise ConfigError(
+            f"the task is {task.kind.value}; remove 'kind' (it follows the task)",
+            field="env.space.kind",
+        )
+    from loss_rl.envs import EnvConfig
+
+    EnvConfig.from_dict({**space, "kind": task.kind.value}, prefix="env.space")  # validate early
+    evaluation = parse_section(data, "evaluation", EvaluationConfig, "env")
+    if not evaluation.seeds:
+        raise ConfigError("needs at least one seed", field="env.evaluation.seeds")
+    verification = parse_section(data, "verification", VerificationConfig, "env")
+    if not isinstance(verification.seeds, int) or verification.seeds < 2:
+        raise ConfigError("must be an integer >= 2", field="env.verification.seeds")
+    budget = data.get("budget", 200)
+    check_budget(budget, "env.budget")
+    executor = None
+    if data.get("executor") is not None:
+        executor = ExecutorConfig.from_dict(data["executor"], "env.executor")
+    return EnvPreset(
+        name,
+        str(data.get("description", "")),
+        task,
+        dict(space),
+        evaluation,
+        verification,
+        int(budget),
+        executor,
+    )
+
+
+def check_budget(budget: Any, field_name: str) -> None:
+    """Check a budget of inner trainings (a positive integer), naming ``field_name``."""
+    check_int(
+        budget, field_name, 1, message="must be a positive number of inner trainings, got {value!r}"
+    )
+
+
+def load_env_file(name_or_path: str | Path) -> EnvPreset:
+    """Load and validate ``envs/<name>.yaml`` or a YAML path (not a suite task)."""
+    path = find_preset("envs", name_or_path)
+    return parse_env_preset(load_yaml(path, "env"), path.stem)
