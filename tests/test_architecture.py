@@ -123,7 +123,7 @@ def test_no_import_runs_against_the_layers() -> None:
                 continue
             lm, lt = _layer(m), _layer(t)
             if lm is not None and lt is not None and lt < lm:
-                bad.append(f"{m}:{line} -> {t} (layer {lm} imports layer {lt}, which is above)")
+                bad.append(f"{m}:{line} -> {t} (layer {lm + 1} imports layer {lt + 1}, above it)")
     assert not bad, "imports against the flow:\n" + "\n".join(sorted(bad))
 
 
