@@ -312,8 +312,9 @@ class Evaluator:
             if len(rs) != len(self.seeds):
                 out.append(failed(e, Status.ERROR, "trainer returned a wrong number of results"))
             elif bad:
-                at = [r.diverged_at for r in bad]
-                reason = f"non-finite loss or gradient at step(s) {at}"
+                # Diverged on any seed = diverged (the trainer's rule, loss_rl.training.TrainResult:
+                # NaN/inf, or a loss or outputs exploded past its bounds); each seed says why.
+                reason = "; ".join(f"seed {r.seed}: {_why(r)}" for r in bad)
                 out.append(failed(e, Status.DIVERGED, reason, seconds))
             else:
                 score = sum(float(r.score) for r in rs) / len(rs)  # type: ignore[arg-type]
@@ -349,6 +350,13 @@ class Evaluator:
                 s.trained += 1
                 s.diverged += r.status is Status.DIVERGED
                 s.errors += r.status is Status.ERROR
+
+
+def _why(r: TrainResult) -> str:
+    """Why one seed's training has no score: the trainer's reason, else what is known."""
+    if r.reason:
+        return r.reason
+    return "no score" if r.diverged_at is None else f"diverged at step {r.diverged_at}"
 
 
 def _default_reference(kind: TaskKind) -> Expr:

@@ -52,11 +52,20 @@ from loss_rl.envs import (
     TaskSchedule,
     TaskSwitcher,
 )
-from loss_rl.errors import ConfigError, RunError
+from loss_rl.errors import ConfigError, LossRLError, RunError
 from loss_rl.evaluation import EvalStats, Evaluator, InProcessExecutor
 from loss_rl.executors import prepare_compute
 from loss_rl.presets import Suite, check_budget, load_agent_config, load_suite, parse_suite
-from loss_rl.store import CONFIG, LEDGER, Ledger, read_yaml, write_yaml
+from loss_rl.store import (
+    CONFIG,
+    LEDGER,
+    Ledger,
+    RunLock,
+    check_run_name,
+    create_run_dir,
+    read_yaml,
+    write_yaml,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -176,8 +185,11 @@ class Pretraining:
             command: Command line for ``command.txt``.
 
         Raises:
-            ConfigError: for a bad suite, agent or budget.
+            ConfigError: for a bad suite, agent, budget or ``name`` (a single folder name).
+            RunError: if the named folder exists and is not empty.
         """
+        if name is not None:
+            check_run_name(name)  # before anything is loaded or written
         s = suite if isinstance(suite, Suite) else load_suite(suite)
         if exclude:
             s = s.without(list(exclude))
@@ -196,12 +208,11 @@ class Pretraining:
                 f"{agent_cfg.min_budget} before its first update; raise --budget",
                 field="budget",
             )
-        out_dir = Path(out)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = out_dir / (name or f"pretrain_{s.name}_{agent_cfg.algo}_s{seed}_{stamp}")
-        if path.exists() and any(path.iterdir()):
-            raise RunError(f"{path} already exists; choose another --name or resume it")
-        path.mkdir(parents=True, exist_ok=True)
+        # Claimed atomically: a generated name gets a suffix if another pretraining has it.
+        path = create_run_dir(
+            out, name, default=f"pretrain_{s.name}_{agent_cfg.algo}_s{seed}_{stamp}"
+        )
         config = {
             "kind": "pretrain",
             "suite_name": s.name,
@@ -224,14 +235,29 @@ class Pretraining:
 
     @classmethod
     def open(cls, path: str | Path) -> Pretraining:
-        """Open a pretraining folder to resume it."""
+        """Open a pretraining folder to resume it.
+
+        Raises:
+            RunError: if it is not a pretraining folder, its ``config.yaml`` is damaged, or
+                another process is writing it (:meth:`run` takes the lock).
+        """
         p = Path(path)
         if not (p / CONFIG).is_file():
             raise RunError(f"{p} is not a pretraining folder (no {CONFIG})")
         config = read_yaml(p / CONFIG)
+        if not config:
+            raise RunError(f"{p / CONFIG} is empty; restore it from a backup")
         if config.get("kind") != "pretrain":
             raise RunError(f"{p} is a search run, not a pretraining; use `loss-rl resume`")
-        return cls(p, config)
+        RunLock.check(p)
+        try:
+            return cls(p, config)
+        except LossRLError:  # names the field already
+            raise
+        except (KeyError, TypeError, ValueError) as err:
+            raise RunError(
+                f"{p / CONFIG} is incomplete or malformed ({err!r}); restore it from a backup"
+            ) from None
 
     def log_command(self, command: str) -> None:
         """Append a session's command line to ``command.txt``."""
@@ -249,7 +275,15 @@ class Pretraining:
 
         Returns:
             The policy file (``agent.zip``).
+
+        Raises:
+            RunError: if another process is writing this folder (its pid in the message).
         """
+        with RunLock(self.path):  # one writer per folder, until the card is written
+            return self._run(progress)
+
+    def _run(self, progress: Callable[[Progress], None] | None) -> Path:
+        """:meth:`run`, with the folder's lock held."""
         prepare_compute(InProcessExecutor())
         t0 = time.perf_counter()
         self.revision = git_revision()  # the code that runs, before anything edits the checkout

@@ -16,7 +16,7 @@ class Status(str, Enum):
 
     OK = "ok"
     REJECTED = "rejected"  # failed a validity check; never trained
-    DIVERGED = "diverged"  # loss or gradients became NaN/inf during training
+    DIVERGED = "diverged"  # loss, gradients or outputs became NaN/inf or exploded past bounds
     ERROR = "error"  # anything else went wrong while evaluating it
 
 

@@ -37,8 +37,17 @@ def fresh_seeds(n: int) -> list[int]:
     return [VERIFY_SEED_OFFSET + i for i in range(n)]
 
 
-def t_interval(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95 % t interval ``(mean, low, high)`` of ``x``."""
+def t_interval(
+    x: np.ndarray, bounds: tuple[float, float] | None = None
+) -> tuple[float, float, float]:
+    """Mean and 95 % t interval ``(mean, low, high)`` of ``x``.
+
+    Args:
+        x: The values (per-seed scores).
+        bounds: The range ``(low, high)`` the quantity can take (``±inf`` for an open side);
+            the interval is clipped to it. The t interval is symmetric, so with few, spread-out
+            seeds it can otherwise reach values the metric cannot take (an accuracy below 0).
+    """
     from scipy import stats
 
     n = len(x)
@@ -46,7 +55,10 @@ def t_interval(x: np.ndarray) -> tuple[float, float, float]:
     if n < 2:
         return m, math.nan, math.nan
     half = float(stats.t.ppf(0.975, n - 1) * np.std(x, ddof=1) / math.sqrt(n))
-    return m, m - half, m + half
+    low, high = m - half, m + half
+    if bounds is not None:
+        low, high = min(max(low, bounds[0]), bounds[1]), max(min(high, bounds[1]), bounds[0])
+    return m, low, high
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -63,12 +75,15 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(d.mean()), float(stats.ttest_rel(a, b).pvalue)
 
 
-def summarize_seeds(scores: np.ndarray) -> tuple[float, float, float, float, int, int]:
+def summarize_seeds(
+    scores: np.ndarray, bounds: tuple[float, float] | None = None
+) -> tuple[float, float, float, float, int, int]:
     """``(mean, ci_low, ci_high, std, n, diverged)`` of one loss's per-seed scores.
 
-    NaN entries are seeds that diverged; the statistics use the finite ones.
+    NaN entries are seeds that diverged; the statistics use the finite ones. ``bounds`` is the
+    range of the score (e.g. ``(0, 1)`` for accuracy): the interval is clipped to it.
     """
     finite = scores[np.isfinite(scores)]
-    mean, lo, hi = t_interval(finite) if len(finite) else (math.nan,) * 3
+    mean, lo, hi = t_interval(finite, bounds) if len(finite) else (math.nan,) * 3
     std = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
     return mean, lo, hi, std, len(finite), int(len(scores) - len(finite))

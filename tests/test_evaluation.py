@@ -24,6 +24,7 @@ class _Res:
     metrics: dict[str, dict[str, float]]
     diverged_at: int | None = None
     seconds: float = 0.0
+    reason: str = ""
 
 
 class FakeExecutor:
@@ -145,3 +146,28 @@ def test_ledger_warms_the_cache_of_a_resumed_evaluator(tmp_path: Path) -> None:
     df = ledger2.frame()
     assert list(df["episode"][:3]) == [0, 0, 0] and list(df["step"][:3]) == [0, 1, 2]
     assert df["metrics"][0] == {"accuracy": pytest.approx(res[1].score)}
+
+
+def test_a_candidate_diverged_on_any_seed_carries_each_seeds_reason() -> None:
+    class HalfExploding(FakeExecutor):
+        def run(self, candidates: Sequence[Expr], *a: Any, **k: Any) -> list[_Res]:
+            res = super().run(candidates, *a, **k)
+            why = "loss exploded at step 4: mean loss -2e+06 beyond ±1e+06"
+            bad = _Res(0, 1, "diverged", None, {}, diverged_at=4, reason=why)
+            return [bad if r.seed == 1 else r for r in res]
+
+    ev = Evaluator(TASK, seeds=(0, 1), executor=HalfExploding())  # type: ignore[arg-type]
+    (r,) = ev.evaluate([known_loss("ce")])
+    assert r.status is Status.DIVERGED and r.score is None and r.metrics == {}
+    assert r.reason == "seed 1: loss exploded at step 4: mean loss -2e+06 beyond ±1e+06"
+    assert ev.stats.diverged == 1
+
+
+def test_outputs_exploding_while_finite_is_diverged_end_to_end() -> None:
+    from loss_rl.presets import load_env_preset
+
+    task = load_env_preset("digits_noisy").task
+    ev = Evaluator(task, seeds=(0,))
+    (r,) = ev.evaluate([parse("-sum_c(t * z)")])  # passes the checks; logits grow without end
+    assert r.status is Status.DIVERGED and r.score is None
+    assert r.reason.startswith("seed 0: outputs exploded at step "), r.reason

@@ -25,6 +25,7 @@ from loss_rl._refine._settings import (
     DEFAULT_UNROLL,
     ObjectiveChoice,
     ProgressFn,
+    check_verify_seeds,
     meta_configs,
     settings_digest,
 )
@@ -33,6 +34,7 @@ from loss_rl.errors import ConfigError
 from loss_rl.expr import TaskKind
 from loss_rl.meta import MetaHistory, MetaProgress, TaskEpisodes, compare_modules, meta_optimize
 from loss_rl.neural_loss import NeuralLoss, export_neural_loss
+from loss_rl.output_paths import check_writable
 
 
 @dataclass
@@ -58,6 +60,12 @@ class MetaTrainResult:
 
 def _ce(input: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(input, target, reduction="none")
+
+
+def default_meta_folder(env: str, seed: int) -> Path:
+    """Where :func:`meta_train` writes without ``out``: ``results/meta_<env>_s<seed>``."""
+    # A suite task is named "<suite>:<task>"; a colon has no place in a folder name.
+    return Path("results") / f"meta_{env.replace(':', '-')}_s{seed}"
 
 
 def meta_train(
@@ -97,11 +105,13 @@ def meta_train(
         base: ``"ce"`` (start from cross-entropy and learn a correction) or ``"none"``.
         objective: Query loss (see :func:`loss_rl.refine`).
         data_seeds: Data seeds episodes are drawn from (default: the env's).
-        verify_seeds: Fresh paired seeds for the test comparison with CE (0 skips it).
+        verify_seeds: Fresh paired seeds for the test comparison with CE: 0 skips it, else at
+            least 2 (checked before any training).
         verify_steps: Verification steps (default: the task's ``full_steps``).
         seed: Seed of the network initialisation and episode draws.
-        out: Output folder (default ``results/meta_<env>_s<seed>``); gets ``loss.json`` and
-            ``loss.py``.
+        out: Output folder (default ``results/meta_<env>_s<seed>``, see
+            :func:`default_meta_folder`); gets ``loss.json`` and ``loss.py``. Checked to be
+            writable before any training.
         write: Write the exports.
         progress: Called with a :class:`~loss_rl.meta.MetaProgress` after every outer step.
 
@@ -109,14 +119,20 @@ def meta_train(
         A :class:`MetaTrainResult`.
 
     Raises:
-        ConfigError: for a regression task or bad settings.
+        ConfigError: for a regression task, bad settings or an output folder that cannot be
+            written.
     """
+    check_verify_seeds(verify_seeds)
     envr = resolve_env(env)
     task = envr.task
     if task.kind is not TaskKind.CLASSIFICATION:
         raise ConfigError(
             "the neural loss is a classification loss; choose a classification env", field="env"
         )
+    folder = Path(out) if out is not None else default_meta_folder(envr.name, seed)
+    if write:
+        # Before the meta-training: an unwritable folder must not cost its minutes.
+        check_writable(folder, "out", folder=True)
     loss = NeuralLoss(hidden, activation, base, seed=seed)
     inner, outer = meta_configs(
         task,
@@ -152,7 +168,6 @@ def meta_train(
     }
     paths: dict[str, Path] = {}
     if write:
-        folder = Path(out) if out is not None else Path("results") / f"meta_{envr.name}_s{seed}"
         meta = plain({k: summary[k] for k in ("env", "meta", "verification")})
         paths["json"] = export_neural_loss(loss, folder / "loss.json", "json", meta)
         paths["py"] = export_neural_loss(loss, folder / "loss.py", "py", meta)

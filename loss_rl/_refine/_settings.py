@@ -22,6 +22,29 @@ DEFAULT_UNROLL = 20
 ObjectiveChoice = Literal["auto", "ce", "soft_error"]
 
 
+MAX_VERIFY_SEEDS = 1000
+"""Most fresh seeds of a verification (their list is built up front: 2**32 ran out of memory)."""
+
+
+def check_verify_seeds(seeds: int) -> None:
+    """Verification seeds: 0 skips verification, else 2 (a paired test needs 2) to 1000.
+
+    Checked before any training: a bad count found at verification time would cost the whole
+    refinement or meta-training.
+
+    Raises:
+        ConfigError: for 1, a negative count, more than :data:`MAX_VERIFY_SEEDS` or a
+            non-integer.
+    """
+    ok = isinstance(seeds, int) and not isinstance(seeds, bool)
+    if not ok or (seeds != 0 and not 2 <= seeds <= MAX_VERIFY_SEEDS):
+        raise ConfigError(
+            f"must be 0 (skip verification) or 2 to {MAX_VERIFY_SEEDS} fresh seeds (the paired "
+            f"test needs 2), got {seeds!r}",
+            field="verify_seeds",
+        )
+
+
 def resolve_objective(choice: str, task: TaskConfig) -> Literal["ce", "soft_error"]:
     """``auto``: the smooth error ``1 - p_y`` for accuracy-type scores, CE for ``neg_nll``.
 

@@ -1,15 +1,20 @@
-"""Where a loss to refine comes from (an expression, a JSON spec, a run folder), and its env."""
+"""Where a loss comes from (an expression, a known name, a JSON spec, a run folder), and its env.
+
+:func:`resolve_source` is the one resolver of a loss named by a user: the library's ``refine``
+and the CLI's ``show``, ``export``, ``evaluate`` and ``refine`` all read losses through it.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from loss_rl.errors import ConfigError, LossSpecError, RunError
 from loss_rl.export import read_spec
-from loss_rl.expr import Expr, TaskKind, parse
+from loss_rl.expr import KNOWN_LOSSES, Expr, TaskKind, known_loss, parse
 from loss_rl.neural_loss import SCHEMA as NEURAL_SCHEMA
 from loss_rl.presets import EnvPreset, load_env_preset, parse_env_preset
 from loss_rl.store import is_run, load_run
@@ -18,29 +23,42 @@ from loss_rl.tasks import TaskConfig
 
 @dataclass(frozen=True)
 class LossSource:
-    """Where a loss to refine came from.
+    """Where a loss named by a user came from, and what its source said about it.
 
     Attributes:
         expr: The loss expression.
-        origin: ``"expression"``, ``"json"`` or ``"run"``.
-        path: The JSON file or run folder (``None`` for a bare expression).
+        origin: ``"expression"``, ``"known"`` (a known loss name), ``"json"`` or ``"run"``.
+        path: The JSON file or run folder (``None`` for an expression or a known name).
         kind: Task kind recorded with the loss, if any.
         env: The run's env preset (run folders only).
         data_seed: The run's data seed (run folders only).
+        reduction: The batch reduction recorded with the loss (``"mean"`` when none is).
+        metadata: What the source recorded about the loss (a spec's metadata, a known loss's
+            name and title).
     """
 
     expr: Expr
-    origin: Literal["expression", "json", "run"]
+    origin: Literal["expression", "known", "json", "run"]
     path: Path | None = None
     kind: TaskKind | None = None
     env: Any = None
     data_seed: int | None = None
+    reduction: str = "mean"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def description(self) -> str:
+        """Where the loss came from, in words (``"expression"``, ``"known loss 'gce'"``, a path)."""
+        if self.origin == "known":
+            return f"known loss {self.metadata.get('name')!r}"
+        return str(self.path) if self.path is not None else "expression"
 
     def refined_path(self, out: str | Path | None = None) -> Path:
         """Where the refined loss goes.
 
         ``<stem>.refined.json`` next to a JSON source, ``<run>/refined/loss.json`` in a run
-        folder, ``./loss.refined.json`` for an expression (or into ``out`` when given).
+        folder, and ``loss.refined.json`` in the *current folder* for an expression or a known
+        loss name (they have no folder of their own); into the folder ``out`` when given.
         """
         if self.origin == "run":
             assert self.path is not None
@@ -55,45 +73,102 @@ class LossSource:
         return (Path(out) if out is not None else folder) / name
 
 
+def _existing(path: Path) -> Literal["dir", "file"] | None:
+    """``"dir"`` or ``"file"`` if ``path`` exists, else ``None``.
+
+    A text that cannot name a file (longer than the system allows, a NUL byte) names nothing:
+    ``Path.is_dir`` would raise ``OSError``/``ValueError`` on it instead of answering.
+    """
+    try:
+        if path.is_dir():
+            return "dir"
+        if path.is_file():
+            return "file"
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def resolve_source(source: str | Path | Expr) -> LossSource:
-    """Read the loss to refine from an expression, a JSON spec file or a run folder.
+    """Read a loss from an expression, a known loss name, a JSON spec file or a run folder.
+
+    The one resolver of a loss named by a user (``loss-rl show``, ``export``, ``evaluate`` and
+    ``refine``). A text that names an existing file or folder is read from it; any other text is a
+    known loss name or an expression, so expressions with ``/`` (``(1 - p_y^0.7) / 0.7``) and
+    expressions longer than a file name work; the parser's limits apply to them.
 
     Raises:
-        LossSpecError: for a missing file, an invalid spec, a neural-loss spec (its weights are
-            meta-trained with :func:`loss_rl.meta_train`, not refined) or an expression that
-            does not parse.
+        LossSpecError: for an empty source, a missing file, an invalid spec, a neural-loss spec
+            (its weights are meta-trained with :func:`loss_rl.meta_train`, it has no expression),
+            a folder that is not a run folder, or an expression that does not parse.
         RunError: for a run folder without a best loss yet.
     """
     if isinstance(source, Expr):
         return LossSource(source, "expression")
-    path = Path(source)
-    if path.is_dir():
+    text = str(source)
+    if not text.strip():
+        raise LossSpecError(
+            "the loss is empty; give an expression (e.g. '-log_p_y'), a known loss name (e.g. "
+            "gce), a JSON spec or a run folder",
+            field="source",
+        )
+    path = Path(text)
+    found = _existing(path)
+    if found == "dir":
         return _run_source(path)
-    if path.suffix == ".json" or path.is_file():
+    if found == "file":
         return _spec_source(path)
-    return LossSource(parse(str(source)), "expression")
+    if isinstance(source, Path) or text.endswith(".json"):
+        raise LossSpecError(f"no loss spec file at {text} (no such file or folder)", field="source")
+    if text in KNOWN_LOSSES:
+        known = KNOWN_LOSSES[text]
+        meta = {"name": text, "title": known.title}
+        return LossSource(known_loss(text), "known", kind=known.kind, metadata=meta)
+    try:
+        return LossSource(parse(text), "expression")
+    except LossSpecError as err:
+        if _looks_like_path(text):
+            # Meant as a path, most likely: say so, with what the parser saw.
+            raise LossSpecError(
+                f"no such file or folder: {text} (and as an expression: {err})", field="source"
+            ) from None
+        raise
+
+
+def _looks_like_path(text: str) -> bool:
+    """A path separator and nothing of an expression's syntax (spaces, brackets, operators)."""
+    return os.sep in text and not any(c in text for c in " \t()^*+,")
 
 
 def _run_source(path: Path) -> LossSource:
-    """A run folder's verified best loss (``best/loss.json``), else its best ledger entry."""
+    """A run folder's verified best loss (``best/loss.json``), else its best ledger entry.
+
+    A folder that is not a run but holds ``best/loss.json`` (a copied run's best) is read as
+    that spec file.
+    """
     if not is_run(path):
+        if (path / "best" / "loss.json").is_file():
+            return _spec_source(path / "best" / "loss.json")
         raise LossSpecError(
-            f"{path} is a folder but not a run folder (no config.yaml and ledger.sqlite)",
+            f"{path} is a folder but not a run folder (no config.yaml and ledger.sqlite); give a "
+            "run folder (its best/loss.json), a JSON spec, a known loss name or an expression",
             field="source",
         )
     run = load_run(path)
     config = run.run_config
     env = parse_env_preset(config.env, config.env_name)
     best_json = path / "best" / "loss.json"
+    reduction, metadata = "mean", {}
     if best_json.is_file():
         spec = read_spec(best_json)
         expr, kind = spec.expression, spec.kind
+        reduction, metadata = spec.reduction, dict(spec.metadata)
     else:
         best = run.best
         if best is None:
             raise RunError(f"{path} has no evaluated loss yet; run or resume the search first")
         expr, kind = parse(best["expression"]), env.task.kind
-    return LossSource(expr, "run", path, kind, env, env.evaluation.data_seed)
+    return LossSource(expr, "run", path, kind, env, env.evaluation.data_seed, reduction, metadata)
 
 
 def _spec_source(path: Path) -> LossSource:
@@ -101,17 +176,24 @@ def _spec_source(path: Path) -> LossSource:
     if not path.is_file():
         raise LossSpecError(f"no loss spec file at {path}", field="source")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = None
     if isinstance(data, dict) and data.get("schema") == NEURAL_SCHEMA:
         raise LossSpecError(
-            f"{path} is a neural loss; its weights are learned with meta-train, refine works on "
-            "symbolic losses",
+            f"{path} is a neural loss; its weights are learned with meta-train (load it with "
+            "loss_rl.load_loss), and this command works on symbolic losses",
             field="source",
         )
     spec = read_spec(path)
-    return LossSource(spec.expression, "json", path, spec.kind)
+    return LossSource(
+        spec.expression,
+        "json",
+        path,
+        spec.kind,
+        reduction=spec.reduction,
+        metadata=dict(spec.metadata),
+    )
 
 
 @dataclass(frozen=True)

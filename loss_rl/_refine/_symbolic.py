@@ -27,6 +27,7 @@ from loss_rl._refine._settings import (
     DEFAULT_UNROLL,
     ObjectiveChoice,
     ProgressFn,
+    check_verify_seeds,
     meta_configs,
     settings_digest,
 )
@@ -43,6 +44,7 @@ from loss_rl.meta import (
     dead_constants,
     meta_optimize,
 )
+from loss_rl.output_paths import check_writable
 from loss_rl.stats import paired_difference
 from loss_rl.tasks import TaskConfig
 from loss_rl.verify import verify
@@ -108,8 +110,9 @@ def refine(
     """Refine the constants of a symbolic loss by meta-gradient descent, verify and write it.
 
     Args:
-        source: A loss expression (text or :class:`~loss_rl.expr.Expr`), a JSON spec file or a
-            run folder (its verified best loss).
+        source: A loss expression (text or :class:`~loss_rl.expr.Expr`), a known loss name, a
+            JSON spec file or a run folder (its verified best loss); see
+            :func:`~loss_rl._refine.resolve_source`.
         env: Env preset name/path, an ``EnvPreset`` or a ``TaskConfig``; defaults to the run's
             env for a run folder.
         meta_steps: Outer Adam steps.
@@ -127,11 +130,15 @@ def refine(
         data_seeds: Data seeds episodes are drawn from (default: the env's data seed, the one
             verification uses, so its test split stays unseen).
         learn_integer_exponents: Refine integer exponents too.
-        verify_seeds: Fresh paired seeds for verification (0 skips it).
+        verify_seeds: Fresh paired seeds for verification: 0 skips it, else at least 2 (checked
+            before any training).
         verify_steps: Verification training steps (default: the task's ``full_steps``).
         references: Known losses verified alongside (default by task kind; CE always included).
         seed: Seed of the episode draws.
-        out: Folder to write into instead of next to the source.
+        out: Folder to write into instead of the default: next to a JSON source
+            (``<stem>.refined.json``), ``<run>/refined/`` for a run folder, the current folder
+            (``loss.refined.json``) for an expression or a known loss name. It is checked to be
+            writable before any training.
         write: Write the refined loss (``False``: only return it).
         progress: Called with a :class:`~loss_rl.meta.MetaProgress` after every outer step and
             around verification.
@@ -141,9 +148,14 @@ def refine(
 
     Raises:
         LossSpecError: for an unreadable source or a loss without learnable constants.
-        ConfigError: for bad settings or a loss that does not fit the task.
+        ConfigError: for bad settings, an output path that cannot be written or a loss that does
+            not fit the task.
     """
+    # Bad settings and an unwritable destination fail here, before any training.
+    check_verify_seeds(verify_seeds)
     src = resolve_source(source)
+    if write:
+        check_writable(src.refined_path(out), "out")
     envr = resolve_env(env, src)
     task, kind = envr.task, envr.task.kind
     _check_fits(src, envr)

@@ -84,7 +84,12 @@ def write_summary(
     verification: dict[str, Any] | None,
     status: str,
 ) -> None:
-    """Write ``summary.json`` atomically; wall time adds up over the sessions of a run."""
+    """Write ``summary.json`` atomically; wall time adds up over the sessions of a run.
+
+    ``stopped`` is ``None`` when the session spent its budget (or was interrupted), else why it
+    stopped short (:attr:`loss_rl.agents.SearchState.stop_reason`): the CLI prints it and exits
+    with a non-zero code.
+    """
     counts = ledger.counts()
     prev: dict[str, Any] = {}
     if (run_dir / SUMMARY).is_file():
@@ -108,6 +113,8 @@ def write_summary(
     resolved = (counts["cached"] + counts["rejected"]) / proposed if proposed else 0.0
     summary = {
         "status": status,
+        # Why a search ended before its budget (a proposal or env-step cap), else None.
+        "stopped": state.stop_reason,
         "env": env,
         "agent": agent,
         "budget": budget,

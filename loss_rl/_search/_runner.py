@@ -6,7 +6,6 @@ evaluation is trained again) and ``agent.zip`` (the last checkpoint).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +29,16 @@ from loss_rl.errors import RunError
 from loss_rl.evaluation import Evaluator
 from loss_rl.executors import ExecutorConfig, close_executor, make_executor, prepare_compute
 from loss_rl.presets import DEFAULT_ENV, parse_env_preset, run_env_config
-from loss_rl.store import CONFIG, LEDGER, Ledger, Run, RunConfig, load_run
+from loss_rl.store import (
+    CONFIG,
+    LEDGER,
+    Ledger,
+    Run,
+    RunConfig,
+    RunLock,
+    check_run_files,
+    load_run,
+)
 
 if TYPE_CHECKING:
     from loss_rl.envs import EnvConfig
@@ -121,10 +129,12 @@ class Search:
         """Open an existing run folder to resume it.
 
         Raises:
-            RunError: if the folder is not a run, its config is incomplete or from a newer
-                loss_rl.
+            RunError: if the folder is not a run, a file of it is damaged, its config is
+                incomplete or from a newer loss_rl, or another process is writing it (refused
+                here, before the resume logs its command; :meth:`run` takes the lock).
         """
         run = load_run(path)
+        RunLock.check(run.path)
         return cls(run.path, run.run_config)
 
     def log_command(self, command: str) -> None:
@@ -160,7 +170,17 @@ class Search:
         Raises:
             KeyboardInterrupt: after saving the agent and a partial summary (Ctrl-C); the run
                 can be resumed with ``loss_rl.resume(path)``.
+            RunError: if another process is writing this run (its pid in the message), or a
+                file of the run is damaged; nothing of the run is written then.
         """
+        # One writer per run: held until the summary is written. The files are checked again
+        # under the lock, so a damaged run is never restarted over its best/ and summary.json.
+        with RunLock(self.path):
+            check_run_files(self.path)
+            return self._run_locked(progress, verify_top=verify_top)
+
+    def _run_locked(self, progress: Callable[[Progress], None] | None, *, verify_top: bool) -> Run:
+        """:meth:`run`, with the run's lock held."""
         executor = make_executor(self.executor_config)
         prepare_compute(executor)  # a Ray cluster that does not answer fails here
         preset = self.env_preset
@@ -325,13 +345,27 @@ def resume(
 
 
 def list_runs(root: str | Path = "results") -> list[Run]:
-    """Run folders under ``root`` (newest first)."""
+    """Run folders under ``root`` (newest first).
+
+    A folder with a ``config.yaml`` and a ``ledger.sqlite`` that cannot be read is listed too,
+    as a :class:`Run` whose ``damage`` says why (its ledger views raise that
+    :class:`RunError`), so one damaged run neither hides the others nor goes unnoticed.
+    """
     root = Path(root)
     if not root.is_dir():
         return []
+
+    def mtime(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:  # a dangling link: listed last, not a crash
+            return 0.0
+
     runs = []
-    for p in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+    for p in sorted(root.iterdir(), key=mtime, reverse=True):
         if (p / CONFIG).is_file() and (p / LEDGER).is_file():
-            with contextlib.suppress(RunError):
+            try:
                 runs.append(load_run(p))
+            except RunError as err:
+                runs.append(Run.damaged(p, str(err)))
     return runs

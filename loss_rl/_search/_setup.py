@@ -10,17 +10,23 @@ from pathlib import Path
 from typing import Any
 
 from loss_rl.agents import AGENT_FILE, AgentConfig
-from loss_rl.agents.cards import check_layout, read_card, shipped_policy
-from loss_rl.errors import ConfigError, RunError
+from loss_rl.agents.cards import check_layout, layout_of, read_card, shipped_policy
+from loss_rl.errors import ConfigError
 from loss_rl.executors import ExecutorConfig, require_ray
+from loss_rl.output_paths import check_writable
 from loss_rl.presets import (
     EnvPreset,
     check_budget,
     env_config,
     load_agent_config,
     load_env_preset,
+    run_env_config,
 )
-from loss_rl.store import RunConfig, load_run
+from loss_rl.schema import check_int
+from loss_rl.store import RunConfig, check_run_name, create_run_dir, is_run, load_run
+
+MAX_SEED = 2**32 - 1
+"""Largest run seed: numpy and SB3 take unsigned 32-bit seeds."""
 
 PRETRAINED = "pretrained"
 """``--agent pretrained``: the package's policy (:func:`loss_rl.agents.cards.shipped_policy`)."""
@@ -39,15 +45,23 @@ def new_run(
     tensorboard: bool,
     executor: str | None,
     ray_address: str | None,
+    cap: bool = True,
 ) -> tuple[Path, RunConfig]:
     """Resolve and check a new run's options, then create its folder with ``config.yaml``.
 
-    See :meth:`loss_rl.Search.create` for the arguments.
+    See :meth:`loss_rl.Search.create` for the arguments; ``cap=False`` lifts the budget cap
+    (``MAX_BUDGET`` of :mod:`loss_rl.presets`; ``loss-rl search --no-cap``).
 
     Raises:
-        ConfigError: for bad presets or options.
+        ConfigError: for bad presets or options (``name`` must be a single folder name; a seed
+            outside ``[0, 2**32 - 1]``, a budget above the cap and an ``out`` that cannot be
+            written are refused too).
         RunError: if the run folder already exists and is not empty.
     """
+    if name is not None:
+        check_run_name(name)  # before anything is loaded or written
+    # numpy and SB3 take unsigned 32-bit seeds: any other seed failed after the folder existed.
+    check_int(seed, "seed", 0, MAX_SEED)
     preset = load_env_preset(env)
     agent_cfg, init_path = _agent_and_policy(preset, agent, init_agent)
     if tensorboard:
@@ -67,12 +81,13 @@ def new_run(
     exec_cfg = (preset.executor or ExecutorConfig()).override(executor, ray_address)
     if exec_cfg.name == "ray":
         require_ray()  # before the run folder: a missing extra is an input error
-    run_budget = _budget(budget, preset, agent_cfg, train)
+    run_budget = _budget(budget, preset, agent_cfg, train, cap=cap)
+    check_writable(out, "out", folder=True)  # creates nothing: the folder is made below
     out_dir = Path(out)
-    path = out_dir / name if name else _new_run_dir(out_dir, preset.name, agent_cfg.algo, seed)
-    if path.exists() and any(path.iterdir()):
-        raise RunError(f"{path} already exists; choose another --out/--name or resume it")
-    path.mkdir(parents=True, exist_ok=True)
+    if name is not None:
+        path = create_run_dir(out_dir, name)
+    else:
+        path = _new_run_dir(out_dir, preset.name, agent_cfg.algo, seed)
     config = RunConfig(
         env_name=preset.name,
         env=preset.to_dict(),
@@ -107,8 +122,22 @@ def _agent_and_policy(
     else:
         agent_cfg = load_agent_config(agent, preset.name)
     init_path = _policy_file(init_agent) if init_agent is not None else None
+    if init_path is not None and agent_cfg.is_baseline:
+        raise ConfigError(
+            f"{agent_cfg.algo} is not a learning agent; --init-agent needs dqn, ppo or "
+            "maskable_ppo",
+            field="init_agent",
+        )
     if init_path is not None:
         card = read_card(init_path)
+        if card is None and init_path.name == AGENT_FILE and is_run(init_path.parent):
+            # A search run's policy has no card: its config.yaml records the algorithm and the
+            # MDP it was trained on, checked here before the file is opened at all.
+            source_cfg = load_run(init_path.parent).run_config
+            card = {
+                "algo": source_cfg.agent.get("algo"),
+                "layout": layout_of(run_env_config(source_cfg)),
+            }
         if card is not None:
             if card.get("algo") not in (None, agent_cfg.algo):
                 raise ConfigError(
@@ -117,19 +146,19 @@ def _agent_and_policy(
                     field="init_agent",
                 )
             check_layout(card, env_config(preset), str(init_path))
-    if init_path is not None and agent_cfg.is_baseline:
-        raise ConfigError(
-            f"{agent_cfg.algo} is not a learning agent; --init-agent needs dqn, ppo or "
-            "maskable_ppo",
-            field="init_agent",
-        )
     return agent_cfg, init_path
 
 
-def _budget(budget: int | None, preset: EnvPreset, agent_cfg: AgentConfig, train: bool) -> int:
-    """The run's budget: given or the preset's, and enough for the agent to learn anything."""
+def _budget(
+    budget: int | None, preset: EnvPreset, agent_cfg: AgentConfig, train: bool, *, cap: bool = True
+) -> int:
+    """The run's budget: given or the preset's, and enough for the agent to learn anything.
+
+    A given budget above ``MAX_BUDGET`` (:mod:`loss_rl.presets`) is refused unless ``cap`` is
+    ``False``.
+    """
     if budget is not None:
-        check_budget(budget, "budget")
+        check_budget(budget, "budget", cap=cap)
     run_budget = int(budget if budget is not None else preset.budget)
     if train and run_budget < agent_cfg.min_budget:
         what = (
@@ -148,14 +177,13 @@ def _budget(budget: int | None, preset: EnvPreset, agent_cfg: AgentConfig, train
 
 
 def _new_run_dir(out: Path, env: str, algo: str, seed: int) -> Path:
+    """Create a new run folder ``<env>_<algo>_s<seed>_<time>`` (``-1``, ``-2``, ... appended
+    when two runs start in the same second), claimed atomically by :func:`create_run_dir`."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    # A suite task is named "<suite>:<task>"; a colon has no place in a folder name.
-    base = out / f"{env.replace(':', '-')}_{algo}_s{seed}_{stamp}"
-    path, i = base, 1
-    while path.exists():
-        path = Path(f"{base}-{i}")
-        i += 1
-    return path
+    # A suite task is named "<suite>:<task>"; a colon has no place in a folder name, and a
+    # preset file's stem must not carry a path separator into it either.
+    env_part = env.replace(":", "-").replace("/", "-").replace("\\", "-")
+    return create_run_dir(out, default=f"{env_part}_{algo}_s{seed}_{stamp}")
 
 
 def _card_of(policy: str | Path) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from loss_rl.agents._sb3 import (
     AGENT_FILE,
-    REPLAY_FILE,
     AgentConfig,
     load_agent,
+    load_replay_buffer,
     make_agent,
     save_agent,
 )
@@ -30,7 +30,7 @@ from loss_rl.agents.callbacks import (
     ProgressCallback,
     SearchState,
 )
-from loss_rl.errors import ConfigError
+from loss_rl.errors import ConfigError, LossRLError, RunError
 
 
 def open_agent(
@@ -55,31 +55,44 @@ def open_agent(
 
     Raises:
         ConfigError: if ``init`` does not fit ``vec``'s spaces.
+        RunError: if the checkpoint does not fit ``vec``, or a file is not a loadable agent (see
+            :func:`loss_rl.agents.load_agent`: agent files are read as data, never unpickled).
     """
     checkpoint = folder / AGENT_FILE
     if checkpoint.is_file():
-        model = load_agent(config.algo, checkpoint, env=vec)
-        replay = folder / REPLAY_FILE
-        if replay.is_file() and hasattr(model, "load_replay_buffer"):
-            model.load_replay_buffer(str(replay))
+        try:
+            model = load_agent(config, checkpoint, vec)
+        except LossRLError:
+            raise
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise RunError(
+                f"the checkpoint {checkpoint} does not fit this run's env: {err}"
+            ) from err
+        load_replay_buffer(model, folder)
         return model, False
     if init is not None:
-        model = _load_compatible(config.algo, init, vec)
+        model = _load_compatible(config, init, vec)
         # A loaded policy keeps its saved seed: reseed, so search seeds give other rollouts.
         model.set_random_seed(seed)
         return model, True
     return make_agent(config, vec, seed=seed), True
 
 
-def _load_compatible(algo: str, path: Path, vec: VecEnv) -> BaseAlgorithm:
-    """Load a saved policy onto ``vec``; a layout mismatch is a clear error."""
+def _load_compatible(config: AgentConfig, path: Path, vec: VecEnv) -> BaseAlgorithm:
+    """Load a saved policy onto ``vec``; a layout mismatch is a clear error.
+
+    The spaces are always ``vec``'s (see :func:`load_agent`), so a network of another layout
+    shows as a ``RuntimeError`` (size mismatch) from ``load_state_dict``.
+    """
     try:
-        return load_agent(algo, path, env=vec)
-    except (ValueError, KeyError) as err:
+        return load_agent(config, path, vec)
+    except LossRLError:
+        raise  # already names the file and field (ConfigError is also a ValueError)
+    except (ValueError, KeyError, RuntimeError) as err:
         raise ConfigError(
             f"the policy in {path} does not fit this env ({err}); a policy transfers only between "
             "presets with the same search space (space, terms, grids, max_size) and the same "
-            f"algorithm ({algo})",
+            f"algorithm ({config.algo})",
             field="init_agent",
         ) from err
 

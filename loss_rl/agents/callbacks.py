@@ -82,6 +82,32 @@ class SearchState:
             or self.env_steps >= self.max_env_steps
         )
 
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the session stopped short of the budget, in words; ``None`` if it did not.
+
+        ``None`` while the run can go on and once the budget is spent; otherwise the cap that
+        ended it, with its counts (what ``summary.json`` records as ``stopped``). A search that
+        hits the proposal cap has found few new losses for many proposals: the search space is
+        (nearly) exhausted, or the policy keeps proposing losses already scored.
+        """
+        if self.trained >= self.budget:
+            return None
+        st = self.evaluator.stats
+        if st.proposed >= self.max_proposals:
+            return (
+                f"proposal cap: {st.proposed} proposals, only {st.trained} new losses (the space "
+                "is exhausted, or the policy keeps proposing losses already scored); "
+                f"{self.trained} of {self.budget} trainings spent"
+            )
+        if self.env_steps >= self.max_env_steps:
+            return (
+                f"env-step cap: {self.env_steps} env steps, {st.proposed} proposals (the policy "
+                f"keeps taking actions that propose nothing); {self.trained} of {self.budget} "
+                "trainings spent"
+            )
+        return None
+
     def observe(self, score: float | None, expression: str) -> None:
         """Update the best-so-far with one result."""
         if score is not None and (self.best_score is None or score > self.best_score):

@@ -1,4 +1,4 @@
-"""The CLI's choice types: task kinds, export formats, reductions and executors.
+"""The CLI's choice types (task kinds, export formats, reductions, executors) and option ranges.
 
 They mirror :class:`loss_rl.expr.TaskKind`, :data:`loss_rl.export.FORMATS`, the reductions and
 :data:`loss_rl.executors.EXECUTORS`: importing those would import torch, and ``loss-rl --help``
@@ -8,6 +8,16 @@ should not wait for it. ``tests/test_cli.py`` keeps them equal.
 from __future__ import annotations
 
 from enum import Enum
+
+MAX_SEED = 2**32 - 1
+"""Largest ``--seed``: numpy and SB3 take unsigned 32-bit seeds (the library checks it too)."""
+
+MAX_VERIFY_SEEDS = 1000
+"""Largest ``--seeds`` of a verification (``evaluate``, ``refine``, ``meta-train``).
+
+The verification lists its fresh seeds up front: ``--seeds 4294967296`` ran out of memory
+before training anything. Equal to ``loss_rl._refine.MAX_VERIFY_SEEDS`` (``tests/``).
+"""
 
 
 class Kind(str, Enum):

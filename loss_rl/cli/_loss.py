@@ -1,69 +1,52 @@
 """Commands on a loss: ``show``, ``export`` and ``evaluate`` (verification on the test split).
 
-A loss on the command line is an expression, a known loss name, a JSON spec or a run folder
-(its ``best/loss.json``): :func:`resolve`. Expressions often start with ``-`` (``-log_p_y``), so
-these commands pass unknown options through as arguments (hence no short option names: ``-o``
-would capture ``-log_p_y`` as ``-o g_p_y``).
+A loss on the command line is an existing JSON spec or run folder (its ``best/loss.json``), else
+a known loss name, else an expression (``/`` and long expressions included): :func:`resolve`.
+Output paths (``--out``, ``--plot``, ``--csv``) are checked before any work: :func:`writable`.
+Expressions often start with ``-`` (``-log_p_y``), so these commands pass unknown options through
+as arguments (hence no short option names: ``-o`` would capture ``-log_p_y`` as ``-o g_p_y``).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from loss_rl.cli._choices import Format, Kind, Reduction
+from loss_rl.cli._choices import MAX_VERIFY_SEEDS, Format, Kind, Reduction
 from loss_rl.cli._console import console
-from loss_rl.errors import LossSpecError, RunError
 
 if TYPE_CHECKING:
-    from loss_rl.expr import Expr, TaskKind
+    from loss_rl._refine import LossSource
 
 
-@dataclass(frozen=True)
-class Source:
-    """A loss named on the command line, with what its source said about it."""
+def resolve(source: str) -> LossSource:
+    """An existing spec file or run folder, else a known loss name, else an expression.
 
-    expr: Expr
-    kind: TaskKind | None
-    reduction: str
-    metadata: dict[str, Any]
-    origin: str
-
-
-def resolve(source: str) -> Source:
-    """An expression, a known loss name, a JSON spec path or a run folder (``best/loss.json``).
+    The library's one resolver (:func:`loss_rl._refine.resolve_source`, which ``refine`` uses
+    too): a text names a file only when that file exists, so expressions with ``/`` and
+    expressions longer than a file name are parsed (with the parser's limits).
 
     Raises:
-        RunError: for a folder without ``best/loss.json``.
-        LossSpecError: for a missing file or an invalid spec.
-        LossSyntaxError: for an expression that does not parse.
+        RunError: for a run folder without a best loss.
+        LossSpecError: for an empty source, a missing ``.json`` file, an invalid spec, a folder
+            that is not a run folder, or an expression that does not parse.
     """
-    from loss_rl.export import read_spec
-    from loss_rl.expr import KNOWN_LOSSES, known_loss, parse
+    from loss_rl._refine import resolve_source
 
-    path = Path(source)
-    if path.is_dir():
-        spec_path = path / "best" / "loss.json"
-        if not spec_path.is_file():
-            raise RunError(
-                f"{path} is a folder without best/loss.json; pass a run folder whose search has "
-                "recorded a best loss, a spec file, a known loss name or an expression"
-            )
-        path = spec_path
-    if path.is_file():
-        spec = read_spec(path)
-        return Source(spec.expression, spec.kind, spec.reduction, spec.metadata, str(path))
-    if source in KNOWN_LOSSES:
-        known = KNOWN_LOSSES[source]
-        meta = {"name": source, "title": known.title}
-        return Source(known_loss(source), known.kind, "mean", meta, f"known loss {source!r}")
-    if source.endswith(".json") or os.sep in source:
-        raise LossSpecError(f"no such file or folder: {source}", field="path")
-    return Source(parse(source), None, "mean", {}, "expression")
+    return resolve_source(source)
+
+
+def writable(path: Path, option: str, *, folder: bool = False) -> Path:
+    """Check before any work that ``--option PATH`` can be written (nothing is created).
+
+    Raises:
+        ConfigError: naming ``--option`` and what is in the way.
+    """
+    from loss_rl.output_paths import check_writable
+
+    return check_writable(path, f"--{option}", folder=folder)
 
 
 def show(
@@ -92,13 +75,17 @@ def show(
     from loss_rl.expr import TaskKind, check, fingerprint, task_kind
 
     loss = resolve(source)
+    if plot is not None:
+        _check_plot_format(plot)
+        writable(plot, "plot")
     expr = loss.expr
     chosen = TaskKind(kind.value) if kind else loss.kind
     resolved = chosen or task_kind(expr) or TaskKind.CLASSIFICATION
     out = console()
-    out.print(
-        loss_table(expr, loss.origin, resolved, fingerprint(expr, resolved), check(expr, resolved))
+    table = loss_table(
+        expr, loss.description, resolved, fingerprint(expr, resolved), check(expr, resolved)
     )
+    out.print(table)
     if plot is not None:
         from loss_rl.inspect import plot_loss
 
@@ -132,6 +119,7 @@ def export_command(
     from loss_rl.export import export
 
     loss = resolve(source)
+    writable(out, "out")
     path = export(
         loss.expr,
         out,
@@ -156,25 +144,39 @@ def evaluate(
     env: Annotated[str, typer.Option(help="Env preset name or YAML path (its task).")] = (
         "digits_noisy"
     ),
-    seeds: Annotated[int, typer.Option(help="Fresh paired seeds (>= 2).")] = 10,
+    seeds: Annotated[
+        int, typer.Option(help="Fresh paired seeds.", min=2, max=MAX_VERIFY_SEEDS)
+    ] = 10,
     steps: Annotated[
         int | None, typer.Option(help="Training steps (default: the task's full_steps).")
     ] = None,
     csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV.")] = None,
     markdown: Annotated[bool, typer.Option(help="Print a Markdown table instead.")] = False,
 ) -> None:
-    """Verify losses against CE and the known losses on the test split, with 95 % CIs."""
+    """Verify losses against CE and the known losses on the test split, with 95 % CIs.
+
+    A loss failing a validity check is verified anyway, with a warning; a duplicate (same
+    canonical key as an earlier loss or a reference) is verified once, with a warning.
+    """
+    from rich.text import Text
+
     from loss_rl.cli._tables import markdown as markdown_table
     from loss_rl.cli._tables import verification_table
     from loss_rl.presets import load_env_preset
-    from loss_rl.verify import verify
+    from loss_rl.verify import verification_losses, verify
 
     preset = load_env_preset(env)
-    named = {}
+    given = []
     for src in losses:
         loss = resolve(src)
-        label = str(loss.metadata.get("name") or (Path(src).name if Path(src).exists() else src))
-        named[label] = loss.expr
+        given.append((_label(loss, src), loss.expr))
+    if csv is not None:
+        writable(csv, "csv")  # before the trainings, which take minutes
+    # Duplicates merged or renamed, losses failing a validity check: one line each, before the
+    # trainings (Text: an expression's [brackets] are not markup).
+    named, warnings = verification_losses(given, preset.task.kind, preset.verification.references)
+    for line in warnings:
+        console(stderr=True).print(Text(f"Warning: {line}", style="yellow"), soft_wrap=True)
     table = verify(
         named,
         preset.task,
@@ -184,6 +186,7 @@ def evaluate(
         data_seed=preset.evaluation.data_seed,
     )
     if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)  # checked creatable above
         table.to_csv(csv, index=False)
     if markdown:
         # Plain print: rich would restyle the pipes and dashes.
@@ -195,3 +198,31 @@ def evaluate(
             f"fresh seeds, test {table.attrs['metric']}"
         )
         console().print(verification_table(rows, table.attrs["metric"], title))
+
+
+def _label(loss: LossSource, text: str) -> str:
+    """A loss's row name: its recorded name, its file or folder name, else its text."""
+    name = loss.metadata.get("name")
+    if name:
+        return str(name)
+    return loss.path.name if loss.path is not None else text
+
+
+def _check_plot_format(path: Path) -> None:
+    """A ``--plot`` file name matplotlib can write (its suffix is the image format; none: PNG).
+
+    Raises:
+        ConfigError: naming ``--plot`` and the formats there are.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from loss_rl.errors import ConfigError
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix and suffix not in formats:
+        raise ConfigError(
+            f"{path}: matplotlib cannot write .{suffix} images; use .png or one of "
+            f"{', '.join(sorted(formats))}",
+            field="--plot",
+        )

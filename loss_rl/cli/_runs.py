@@ -1,7 +1,9 @@
 """Commands that run or list searches: ``search``, ``pretrain``, ``resume`` and ``runs``.
 
 A search shows a progress bar; Ctrl-C keeps every finished evaluation and the agent, and exits
-with code 130 after printing how to resume.
+with code 130 after printing how to resume. A search that ends before its budget (a proposal or
+env-step cap: ``stopped`` in ``summary.json``) prints why and exits with code 3
+(:data:`EXIT_STOPPED_SHORT`); its run folder is complete (verified, exported) all the same.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from loss_rl.cli._choices import ExecutorName
+from loss_rl.cli._choices import MAX_SEED, ExecutorName
 from loss_rl.cli._console import console
 from loss_rl.errors import ConfigError
 
 EXIT_INTERRUPTED = 130
+EXIT_STOPPED_SHORT = 3
+"""Exit code of a search that finished before spending its budget (``stopped`` in its summary)."""
 
 
 def _command_line() -> str:
@@ -88,6 +92,15 @@ def _print_summary(run: Any, out: Console) -> None:
         f"\nInspect:  loss-rl inspect {run.path} --html\n"
         f"Export:   loss-rl export {run.path} --format py --out discovered_loss.py"
     )
+    stopped = s.get("stopped")
+    if stopped:
+        out.print(f"[yellow]Stopped before the budget: {stopped}[/]")
+
+
+def _exit_if_stopped_short(run: Any) -> None:
+    """Exit with :data:`EXIT_STOPPED_SHORT` when the search ended before its budget."""
+    if (run.summary or {}).get("stopped"):
+        raise typer.Exit(EXIT_STOPPED_SHORT)
 
 
 def search(
@@ -102,9 +115,19 @@ def search(
         ),
     ] = "maskable_ppo",
     budget: Annotated[
-        int | None, typer.Option(help="Inner trainings to spend (default: the env preset's).")
+        int | None,
+        typer.Option(
+            help="Inner trainings to spend (default: the env preset's); at most 100000 unless "
+            "--no-cap."
+        ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the agent and environments.")] = 0,
+    no_cap: Annotated[
+        bool,
+        typer.Option("--no-cap", help="Allow a --budget above the cap of 100000 trainings."),
+    ] = False,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the agent and environments.", min=0, max=MAX_SEED)
+    ] = 0,
     out: Annotated[Path, typer.Option(help="Parent folder of the run folder.")] = Path("results"),
     name: Annotated[str | None, typer.Option(help="Run folder name.")] = None,
     init_agent: Annotated[
@@ -134,31 +157,37 @@ def search(
 ) -> None:
     """Search for a loss: the agent edits losses, each scored by a short inner training.
 
-    --agent may also be a run folder: its agent, starting from its trained policy.
+    --agent may also be a run folder: its agent, starting from its trained policy. Exits with
+    code 3 when the search stops before its budget (summary.json says why).
     """
-    from loss_rl._search import Search
+    from loss_rl._search import Search, new_run
 
     term = console()
-    s = Search.create(
+    # Search.create without its cap switch: new_run takes --no-cap, then the run as create does.
+    path, config = new_run(
         env,
         agent,
         budget=budget,
         seed=seed,
         out=out,
         name=name,
-        command=_command_line(),
         init_agent=init_agent,
         train=not no_train,
         tensorboard=tensorboard,
         executor=executor.value if executor else None,
         ray_address=ray_address,
+        cap=not no_cap,
     )
+    s = Search(path, config)
+    s.log_command(_command_line())
     where = "" if s.executor_config.name == "inprocess" else f", executor {s.executor_config.name}"
     term.print(
         f"Run folder: {s.path}  (env {s.env_preset.name}, agent {s.agent_config.algo}, "
         f"budget {s.budget} trainings{where})"
     )
-    _print_summary(_run_with_progress(s, term), term)
+    run = _run_with_progress(s, term)
+    _print_summary(run, term)
+    _exit_if_stopped_short(run)
 
 
 def pretrain(
@@ -174,7 +203,9 @@ def pretrain(
     exclude: Annotated[
         list[str] | None, typer.Option(help="Leave this task out (repeatable).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the agent, envs and task order.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the agent, envs and task order.", min=0, max=MAX_SEED)
+    ] = 0,
     out: Annotated[Path, typer.Option(help="Parent folder.")] = Path("results"),
     name: Annotated[str | None, typer.Option(help="Folder name.")] = None,
     resume: Annotated[
@@ -225,14 +256,19 @@ def pretrain(
 def resume(
     run: Annotated[Path, typer.Argument(help="The run folder to continue.")],
 ) -> None:
-    """Continue an interrupted run to its budget (finished evaluations are never re-trained)."""
+    """Continue an interrupted run to its budget (finished evaluations are never re-trained).
+
+    Exits with code 3 when it stops before its budget (summary.json says why).
+    """
     from loss_rl._search import Search
 
     term = console()
     s = Search.open(run)
     s.log_command(_command_line())
     term.print(f"Resuming {s.path} (budget {s.budget} trainings)")
-    _print_summary(_run_with_progress(s, term), term)
+    finished = _run_with_progress(s, term)
+    _print_summary(finished, term)
+    _exit_if_stopped_short(finished)
 
 
 def runs(

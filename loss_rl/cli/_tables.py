@@ -91,11 +91,19 @@ def markdown(df: pd.DataFrame) -> str:
 
 
 def runs_table(runs: Sequence[Run], root: Path) -> Table:
-    """``loss-rl runs``: status, budget used, best loss and its scores of each run."""
+    """``loss-rl runs``: status, budget used, best loss and its scores of each run.
+
+    A damaged run (``Run.damage``) gets one row: status ``damaged`` and the reason in the
+    best-loss column, and the listing goes on.
+    """
     table = Table(title=f"runs in {root}", title_justify="left")
     for col in ("run", "env", "agent", "status", "trainings", "best loss", "val", "test"):
         table.add_column(col, overflow="fold" if col == "best loss" else "ellipsis")
     for r in runs:
+        if r.damage is not None:
+            reason = Text(r.damage, style="red")  # Text: a path's [brackets] are not markup
+            table.add_row(r.path.name, "—", "—", "damaged", "—", reason, "—", "—")
+            continue
         s = r.summary or {}
         best = r.best or {}
         test = None

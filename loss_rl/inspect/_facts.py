@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loss_rl.errors import LossRLError, RunError
-from loss_rl.store import CONFIG_VERSION, Run
+from loss_rl.store import AGENT_ZIP, CONFIG_VERSION, Run
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
+    from loss_rl.agents import AgentConfig
     from loss_rl.envs import EnvConfig
     from loss_rl.presets import EnvPreset
 
-AGENT_FILE = "agent.zip"
+AGENT_FILE = AGENT_ZIP
 
 
 def env_preset(run: Run) -> EnvPreset:
@@ -91,20 +92,45 @@ def policy_file(run: Run) -> Path | None:
 def load_policy(run: Run) -> BaseAlgorithm | None:
     """The SB3 agent of ``run`` (see :func:`policy_file`; ``None`` for baselines or without one).
 
+    The policy is read as data (:func:`loss_rl.agents.load_agent`): the agent is rebuilt from
+    its agent config on the run's MDP (an env without evaluator: enough to predict), so opening
+    someone else's run folder runs none of its code.
+
     Raises:
-        RunError: if the policy file exists but cannot be loaded.
+        RunError: if the policy file exists but cannot be loaded, or the MDP cannot be rebuilt.
+        ConfigError: if the agent config of the policy does not validate.
     """
     path = policy_file(run)
     if path is None:
         return None
-    from loss_rl.agents import load_agent
+    from stable_baselines3.common.vec_env import DummyVecEnv
 
+    from loss_rl.agents import load_agent
+    from loss_rl.envs import LossDesignEnv
+
+    cfg = env_config(run)
+    agent = _policy_agent_config(run, path)
+    # As many envs as the agent trained with: SB3 checks its batch sizes against that count.
+    vec = DummyVecEnv([lambda: LossDesignEnv(cfg)] * agent.n_envs)
     try:
-        return load_agent(str(run.algo), path)
+        return load_agent(agent, path, vec)
     except LossRLError:
         raise
-    except Exception as err:  # a truncated or foreign zip: name the file
+    except Exception as err:  # a truncated or foreign zip, or weights of another layout
         raise RunError(f"{path} cannot be loaded: {err}") from err
+
+
+def _policy_agent_config(run: Run, path: Path) -> AgentConfig:
+    """The agent config ``path`` was trained with: the run's own, or for a ``--no-train``
+    rollout of another policy, the one on that policy's card (a pretrained policy's)."""
+    from loss_rl.agents import AgentConfig
+    from loss_rl.agents.cards import read_card
+
+    if path != run.path / AGENT_FILE:
+        card = read_card(path)
+        if card is not None and isinstance(card.get("agent"), dict):
+            return AgentConfig.from_dict(card["agent"], source=str(path))
+    return AgentConfig.from_dict(run.run_config.agent, source=str(run.path))
 
 
 def env_config(run: Run) -> EnvConfig:

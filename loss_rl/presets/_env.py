@@ -123,11 +123,35 @@ def parse_env_preset(data: dict[str, Any], name: str) -> EnvPreset:
     )
 
 
-def check_budget(budget: Any, field_name: str) -> None:
-    """Check a budget of inner trainings (a positive integer), naming ``field_name``."""
+MAX_BUDGET = 100_000
+"""Cap on a budget of inner trainings, unless lifted (``loss-rl search --no-cap``).
+
+A search stops at its budget or its proposal cap (10 proposals per training of budget), so a
+budget of ``1e23`` would run, and grow its ledger, without end. 100,000 trainings is about
+eight hours of the default search on 2 cores, far above any measured run here.
+"""
+
+
+def check_budget(budget: Any, field_name: str, *, cap: bool = True) -> None:
+    """Check a budget of inner trainings: a positive integer, at most :data:`MAX_BUDGET`.
+
+    Args:
+        budget: The budget.
+        field_name: The field named in the error.
+        cap: Refuse budgets above :data:`MAX_BUDGET` (``False``: any positive integer).
+
+    Raises:
+        ConfigError: naming ``field_name``.
+    """
     check_int(
         budget, field_name, 1, message="must be a positive number of inner trainings, got {value!r}"
     )
+    if cap and budget > MAX_BUDGET:
+        raise ConfigError(
+            f"{budget} inner trainings is above the cap of {MAX_BUDGET:,} (MAX_BUDGET); give "
+            f"a smaller budget, or lift the cap on purpose (loss-rl search --no-cap)",
+            field=field_name,
+        )
 
 
 def load_env_file(name_or_path: str | Path) -> EnvPreset:

@@ -38,13 +38,19 @@ def find_preset(kind: PresetKind, name_or_path: str | Path) -> Path:
         ConfigError: naming the available presets when nothing matches.
     """
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
+    if not str(name_or_path).strip():
+        raise ConfigError(
+            f"is empty; give a preset name ({', '.join(list_presets(kind)) or 'none found'}) or "
+            "a path to a YAML file",
+            field=kind.rstrip("s"),
+        )
+    if p.suffix in (".yaml", ".yml") or _exists(p):
+        if not _is_file(p):
             raise ConfigError(f"preset file {p} does not exist", field=kind.rstrip("s"))
         return p
     for d in preset_dirs(kind):
         cand = d / f"{name_or_path}.yaml"
-        if cand.is_file():
+        if _is_file(cand):
             return cand
     raise ConfigError(
         f"unknown {kind.rstrip('s')} preset {str(name_or_path)!r}; available: "
@@ -53,12 +59,53 @@ def find_preset(kind: PresetKind, name_or_path: str | Path) -> Path:
     )
 
 
-def load_yaml(path: Path, field: str) -> dict[str, Any]:
-    """Read a YAML mapping, turning syntax errors into :class:`ConfigError`."""
+def _exists(path: Path) -> bool:
+    """``path.exists()``, ``False`` for a text that cannot name a file (too long, a NUL byte)."""
     try:
-        data = yaml.safe_load(path.read_text())
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, ``False`` for a text that cannot name a file."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+MAX_YAML_BYTES = 1_000_000
+"""Largest preset file read (a preset is a few dozen lines; anything this big is a mistake)."""
+
+
+def load_yaml(path: Path, field: str) -> dict[str, Any]:
+    """Read a YAML mapping (UTF-8 text); what cannot be read is a :class:`ConfigError`.
+
+    Raises:
+        ConfigError: naming ``field`` for an unreadable or oversized file, text that is not
+            UTF-8, invalid YAML or a top level that is not a mapping.
+    """
+    try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(
+                f"{path} is larger than {MAX_YAML_BYTES} bytes; a preset is a small YAML file",
+                field=field,
+            )
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {err.start}); save the preset as UTF-8", field=field
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}", field=field) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}", field=field) from err
+    except RecursionError:
+        # Thousands of nested brackets: the YAML composer recurses once per level.
+        raise ConfigError(f"{path} nests too deeply to be a preset", field=field) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level", field=field)
     return data

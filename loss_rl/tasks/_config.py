@@ -49,6 +49,27 @@ DATASET_OPTIONS: dict[str, tuple[str, ...]] = {
     "synthetic_regression": ("num_samples", "num_features", "num_informative", "noise", "seed"),
 }
 
+#: Input features and model outputs of the datasets whose shape is fixed (the generated ones
+#: take theirs from their options: :meth:`DatasetConfig.shape`), for the parameter cap
+#: (:data:`MAX_MODEL_PARAMS`); ``tests/test_cli_inputs.py`` keeps them equal to the data.
+DATASET_SHAPES: dict[str, tuple[int, int]] = {
+    "digits": (64, 10),
+    "breast_cancer": (30, 2),
+    "wine": (13, 3),
+    "iris": (4, 3),
+    "diabetes": (10, 1),
+    "mnist1d": (40, 10),
+}
+
+MAX_MODEL_PARAMS = 1_000_000
+"""Cap on the trainable parameters of a task's model (weights and biases, on its dataset).
+
+The batched trainer holds one copy per (loss, seed) pair, with Adam's two moment buffers, so a
+population of 68 models at the cap already needs about 1 GB; the shipped presets use at most
+~15,000 parameters (MNIST-1D, MLP 100-100). A larger model is refused with a
+:class:`~loss_rl.errors.ConfigError` naming ``task.model.widths`` (or ``channels``).
+"""
+
 ACTIVATIONS: tuple[str, ...] = ("relu", "tanh", "gelu", "silu", "elu", "leaky_relu", "sigmoid")
 
 #: Scores the search can maximise, per task kind (``neg_*`` are negated so higher is better).
@@ -135,6 +156,15 @@ class DatasetConfig(Section):
     def kind(self) -> TaskKind:
         """Classification or regression."""
         return DATASET_KINDS[self.name]
+
+    def shape(self) -> tuple[int, int]:
+        """``(input features, model outputs)``: classes, or 1 for regression."""
+        if self.name in DATASET_SHAPES:
+            return DATASET_SHAPES[self.name]
+        features = self.num_features or 20
+        if self.kind is _R:
+            return features, 1
+        return features, self.num_classes or 4
 
 
 CorruptionKind = Literal["none", "symmetric", "pairflip", "imbalance", "subsample"]
@@ -337,6 +367,27 @@ class ModelConfig(Section):
         """Hidden widths of the dense part (empty for ``linear`` and ``cnn1d``)."""
         return self.widths if self.kind == "mlp" else ()
 
+    def num_parameters(self, num_features: int, num_outputs: int) -> int:
+        """Trainable parameters (weights and biases) of this model on data of this shape.
+
+        Counted from the spec, without building the model, so a huge spec is refused before
+        any memory is spent on it; equal to the parameter count of :func:`loss_rl.tasks.
+        build_model`. A ``cnn1d`` whose convolutions leave no sequence counts a length of 1 (it
+        is refused when built).
+        """
+        if self.kind == "cnn1d":
+            total, c_in, length = 0, 1, num_features
+            for c_out, k in zip(self.channels, self.kernel_sizes, strict=False):
+                total += c_in * c_out * k + c_out
+                length = max(1, (length + 2 * self.padding - k) // self.stride + 1)
+                c_in = c_out
+            return total + c_in * length * num_outputs + num_outputs
+        total, width = 0, num_features
+        for h in self.hidden:
+            total += width * h + h
+            width = h
+        return total + width * num_outputs + num_outputs
+
 
 @dataclass(frozen=True)
 class TrainingConfig(Section):
@@ -465,6 +516,16 @@ class TaskConfig:
             )
         if self.kind is _R and self.corruption.per_class is not None:
             fail("task.corruption.per_class", "regression has no classes; use fraction")
+        features, outputs = self.dataset.shape()
+        size = self.model.num_parameters(features, outputs)
+        if size > MAX_MODEL_PARAMS:
+            layers = "channels" if self.model.kind == "cnn1d" else "widths"
+            fail(
+                f"task.model.{layers}",
+                f"the model would have {size:,} parameters on {self.dataset.name} ({features} "
+                f"features, {outputs} outputs); the cap is {MAX_MODEL_PARAMS:,} "
+                "(MAX_MODEL_PARAMS): use smaller layers",
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> TaskConfig:

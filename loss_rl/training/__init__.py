@@ -9,10 +9,12 @@ worker processes of one torch thread each (``$LOSS_RL_WORKERS``, default one per
 
 from loss_rl.training._metrics import (
     CLASSIFICATION_METRICS,
+    METRIC_RANGES,
     REGRESSION_METRICS,
     classification_metrics,
     regression_metrics,
     score_of,
+    score_range,
 )
 from loss_rl.training._optim import StackedAdam, StackedOptimizer, StackedSGD, make_optimizer
 from loss_rl.training._ploss import LossEval, PopulationLoss
@@ -25,6 +27,9 @@ from loss_rl.training._reference import (
     train_reference,
 )
 from loss_rl.training._trainer import (
+    LOSS_BOUND,
+    LOSS_GROWTH,
+    OUTPUT_BOUND,
     SPLITS,
     TrainResult,
     split_candidates,
@@ -35,6 +40,10 @@ from loss_rl.training._workers import WORKERS_ENV, default_workers, shutdown_wor
 
 __all__ = [
     "CLASSIFICATION_METRICS",
+    "LOSS_BOUND",
+    "LOSS_GROWTH",
+    "METRIC_RANGES",
+    "OUTPUT_BOUND",
     "REGRESSION_METRICS",
     "SPLITS",
     "WORKERS_ENV",
@@ -53,6 +62,7 @@ __all__ = [
     "make_optimizer",
     "regression_metrics",
     "score_of",
+    "score_range",
     "shutdown_workers",
     "split_candidates",
     "start_workers",

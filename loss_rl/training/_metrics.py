@@ -8,12 +8,26 @@ the logits). Regression: ``mse``, ``mae`` (in the dataset's original target unit
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "nll")
 REGRESSION_METRICS = ("mse", "mae", "r2")
+
+#: The values each metric can take, ``(low, high)``; ``±inf`` where it is unbounded. Confidence
+#: intervals of a metric are clipped to its range (:func:`score_range`).
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "accuracy": (0.0, 1.0),
+    "balanced_accuracy": (0.0, 1.0),
+    "macro_f1": (0.0, 1.0),
+    "nll": (0.0, math.inf),
+    "mse": (0.0, math.inf),
+    "mae": (0.0, math.inf),
+    "r2": (-math.inf, 1.0),
+}
 
 
 def classification_metrics(logits: Tensor, y: Tensor, num_classes: int) -> dict[str, Tensor]:
@@ -44,9 +58,11 @@ def classification_metrics(logits: Tensor, y: Tensor, num_classes: int) -> dict[
     denom = support + predicted
     f1 = torch.where(denom > 0, 2 * tp / denom.clamp(min=1), 0.0)
     macro_f1 = f1.sum(1) / (denom > 0).sum(1).clamp(min=1)
-    nll = F.cross_entropy(
-        logits.reshape(-1, c).double(), y.reshape(-1), reduction="none"
-    ).reshape(n_models, n).mean(1)
+    nll = (
+        F.cross_entropy(logits.reshape(-1, c).double(), y.reshape(-1), reduction="none")
+        .reshape(n_models, n)
+        .mean(1)
+    )
     return {"accuracy": accuracy, "balanced_accuracy": balanced, "macro_f1": macro_f1, "nll": nll}
 
 
@@ -77,6 +93,21 @@ def regression_metrics(
         "mae": err.abs().mean(1) * target_std,
         "r2": 1 - sse / sst.clamp(min=1e-12),
     }
+
+
+def score_range(metric: str) -> tuple[float, float]:
+    """The values the score named ``metric`` can take, ``(low, high)`` (``±inf``: unbounded).
+
+    ``neg_X`` (a score that negates metric ``X``) has ``X``'s range negated: ``neg_mse`` is in
+    ``(-inf, 0]``.
+
+    Raises:
+        KeyError: for an unknown metric.
+    """
+    if metric.startswith("neg_"):
+        low, high = METRIC_RANGES[metric[4:]]
+        return -high, -low
+    return METRIC_RANGES[metric]
 
 
 def score_of(metrics: dict[str, float], metric: str) -> float:

@@ -13,19 +13,28 @@ from loss_rl.tasks import TaskConfig, load_task
 from loss_rl.training import TrainResult, train, train_reference
 from loss_rl.training._trainer import _Run
 
-POISON = "-sum_c(square(square(exp(z))))"  # drives logits up until the loss overflows
+POISON = "-sum_c(square(square(exp(z))))"  # drives logits up: the loss explodes, then overflows
 
 
 def _task(dataset: str = "wine", **sections: Any) -> TaskConfig:
-    base: dict[str, Any] = {"dataset": dataset, "model": {"widths": [16, 16]},
-                            "training": {"batch_size": 32}}
+    base: dict[str, Any] = {
+        "dataset": dataset,
+        "model": {"widths": [16, 16]},
+        "training": {"batch_size": 32},
+    }
     base.update(sections)
     return TaskConfig.from_dict(base)
 
 
 ADAM = {"optimizer": "adam", "lr": 0.01, "batch_size": 32, "weight_decay": 1e-3}
-SGD = {"optimizer": "sgd", "lr": 0.05, "batch_size": 32, "momentum": 0.9, "nesterov": True,
-       "weight_decay": 1e-3}
+SGD = {
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "batch_size": 32,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 1e-3,
+}
 CLASSIFICATION_LOSSES = ["ce", "gce", "focal", "mae", "label_smoothing", "taylor_glo"]
 REGRESSION_LOSSES = ["mse", "huber", "log_cosh", "quantile"]
 
@@ -41,8 +50,11 @@ def _assert_matches_reference(
         module, ref_metrics = train_reference(losses[cand], task, steps, seeds[s])
         for name, ref in module.state_dict().items():
             got = run.model.state_dict(m)[name]
-            assert torch.allclose(got, ref, rtol=1e-4, atol=atol), (str(losses[cand]), name,
-                                                                    (got - ref).abs().max())
+            assert torch.allclose(got, ref, rtol=1e-4, atol=atol), (
+                str(losses[cand]),
+                name,
+                (got - ref).abs().max(),
+            )
         for name, value in ref_metrics["val"].items():
             assert float(metrics[name][m]) == pytest.approx(value, rel=1e-3, abs=1e-4), name
 
@@ -67,15 +79,18 @@ def test_every_activation_matches_plain_loop(activation: str) -> None:
     _assert_matches_reference([known_loss("ce"), known_loss("mae")], task, 10, [0], atol=2e-5)
 
 
-@pytest.mark.parametrize("model", [{"kind": "linear"},
-                                   {"kind": "cnn1d", "channels": [4, 4], "kernel_sizes": [3, 3]}])
+@pytest.mark.parametrize(
+    "model", [{"kind": "linear"}, {"kind": "cnn1d", "channels": [4, 4], "kernel_sizes": [3, 3]}]
+)
 def test_linear_and_cnn_match_plain_loop(model: dict[str, Any]) -> None:
-    task = TaskConfig.from_dict({
-        "dataset": {"name": "synthetic_classification", "num_samples": 300, "num_features": 12},
-        "model": model, "training": {"batch_size": 32},
-    })
-    _assert_matches_reference([known_loss("ce"), known_loss("poly1")], task, 10, [0, 1],
-                              atol=2e-5)
+    task = TaskConfig.from_dict(
+        {
+            "dataset": {"name": "synthetic_classification", "num_samples": 300, "num_features": 12},
+            "model": model,
+            "training": {"batch_size": 32},
+        }
+    )
+    _assert_matches_reference([known_loss("ce"), known_loss("poly1")], task, 10, [0, 1], atol=2e-5)
 
 
 def test_poisoned_candidate_is_isolated_bit_for_bit() -> None:
@@ -89,8 +104,10 @@ def test_poisoned_candidate_is_isolated_bit_for_bit() -> None:
     assert clean_run.loss.order == bad_run.loss.order  # same layout: row m is the same model
     for m in range(bad_run.n):
         cand = bad_run.loss.order[m // len(seeds)]
-        same = all(torch.equal(a[m], b[m])
-                   for a, b in zip(clean_run.model.params, bad_run.model.params, strict=True))
+        same = all(
+            torch.equal(a[m], b[m])
+            for a, b in zip(clean_run.model.params, bad_run.model.params, strict=True)
+        )
         if cand == 2:
             assert bad_run.diverged_at[m] is not None
             assert all(torch.isfinite(p[m]).all() for p in bad_run.model.params)  # frozen
@@ -102,7 +119,8 @@ def test_poisoned_candidate_is_isolated_bit_for_bit() -> None:
         if r.candidate == 2:
             assert r.status == "diverged" and r.score is None and r.metrics == {}
             assert r.diverged_at is not None and 0 < r.diverged_at < 30
-            assert "non-finite" in r.reason
+            # Caught while still finite: its loss passes the explosion bound before it overflows.
+            assert r.reason.startswith(f"loss exploded at step {r.diverged_at}")
         else:
             assert r.ok and r.score is not None and r.diverged_at is None
 
@@ -132,8 +150,15 @@ def test_data_seed_fixes_the_data_across_training_seeds() -> None:
     assert torch.equal(own.data.datas[1].train.y, load_task(task, 1).train.y)
     # Training seeds still differ in initialisation.
     assert not torch.equal(run.model.params[0][0], run.model.params[0][1])
-    results = train([known_loss("ce"), known_loss("mae")], task, 10, [0, 1, 2], data_seed=5,
-                    splits=("val", "train"), workers=0)
+    results = train(
+        [known_loss("ce"), known_loss("mae")],
+        task,
+        10,
+        [0, 1, 2],
+        data_seed=5,
+        splits=("val", "train"),
+        workers=0,
+    )
     assert all(r.ok for r in results) and len({r.score for r in results}) > 1
 
 
@@ -153,13 +178,18 @@ def test_invalid_candidates_never_raise() -> None:
     results = train(losses, task, 5, [0], workers=0)
     assert results[0].ok
     for r in results[1:]:
-        assert r.status == "diverged" and r.diverged_at == 0 and r.reason.startswith(("invalid",
-                                                                                      "not a"))
+        assert (
+            r.status == "diverged"
+            and r.diverged_at == 0
+            and r.reason.startswith(("invalid", "not a"))
+        )
 
 
 def test_early_stopping_keeps_the_best_checkpoint() -> None:
-    task = _task(corruption={"kind": "symmetric", "rate": 0.6},
-                 training={"batch_size": 32, "lr": 0.05, "patience": 1, "eval_every": 5})
+    task = _task(
+        corruption={"kind": "symmetric", "rate": 0.6},
+        training={"batch_size": 32, "lr": 0.05, "patience": 1, "eval_every": 5},
+    )
     results = train([known_loss("ce")], task, 200, [0, 1], workers=0)
     assert all(r.ok for r in results)
     assert any(r.steps < 200 for r in results)  # CE memorises noise: validation stops improving
@@ -181,13 +211,25 @@ def test_zero_steps_and_empty_candidates() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"steps": -1}, "steps"), ({"seeds": []}, "seeds"), ({"seeds": [-2]}, "seeds"),
-     ({"seeds": [1.5]}, "seeds"), ({"splits": ("dev",)}, "splits"), ({"splits": ()}, "splits"),
-     ({"task": {"dataset": "digits"}}, "task"), ({"data_seed": -1}, "seeds")],
+    [
+        ({"steps": -1}, "steps"),
+        ({"seeds": []}, "seeds"),
+        ({"seeds": [-2]}, "seeds"),
+        ({"seeds": [1.5]}, "seeds"),
+        ({"splits": ("dev",)}, "splits"),
+        ({"splits": ()}, "splits"),
+        ({"task": {"dataset": "digits"}}, "task"),
+        ({"data_seed": -1}, "seeds"),
+    ],
 )
 def test_bad_arguments_raise_config_errors(kwargs: dict[str, Any], field: str) -> None:
-    args: dict[str, Any] = {"candidates": [known_loss("ce")], "task": _task(), "steps": 5,
-                            "seeds": [0], "workers": 0}
+    args: dict[str, Any] = {
+        "candidates": [known_loss("ce")],
+        "task": _task(),
+        "steps": 5,
+        "seeds": [0],
+        "workers": 0,
+    }
     args.update(kwargs)
     with pytest.raises(ConfigError) as info:
         train(**args)
