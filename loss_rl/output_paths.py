@@ -1,4 +1,4 @@
-"""Output paths checked before any work: a file or folder that cannot be written is an input error.
+"""Paths a user names: outputs checked before any work, inputs probed without raising.
 
 Refinement, meta-training, a search and the CLI's ``--out``/``--csv``/``--plot`` all write their
 result at the end; a path that cannot be written must fail at the start, not after minutes of
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from loss_rl.errors import ConfigError
 
@@ -77,3 +78,19 @@ def check_writable(path: str | Path, field: str, *, folder: bool = False) -> Pat
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise ConfigError(f"cannot write {p}: {reason}", field=field) from None
     return p
+
+
+def existing(path: Path) -> Literal["dir", "file"] | None:
+    """``"dir"`` or ``"file"`` if ``path`` exists, else ``None``.
+
+    A text that cannot name a file (longer than the system allows, a NUL byte) names nothing:
+    ``Path.is_dir`` would raise ``OSError``/``ValueError`` on it instead of answering.
+    """
+    try:
+        if path.is_dir():
+            return "dir"
+        if path.is_file():
+            return "file"
+    except (OSError, ValueError):
+        return None
+    return None

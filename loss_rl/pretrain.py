@@ -55,6 +55,7 @@ from loss_rl.envs import (
 from loss_rl.errors import ConfigError, LossRLError, RunError
 from loss_rl.evaluation import EvalStats, Evaluator, InProcessExecutor
 from loss_rl.executors import prepare_compute
+from loss_rl.output_paths import existing
 from loss_rl.presets import Suite, check_budget, load_agent_config, load_suite, parse_suite
 from loss_rl.store import (
     CONFIG,
@@ -242,7 +243,7 @@ class Pretraining:
                 another process is writing it (:meth:`run` takes the lock).
         """
         p = Path(path)
-        if not (p / CONFIG).is_file():
+        if existing(p / CONFIG) != "file":
             raise RunError(f"{p} is not a pretraining folder (no {CONFIG})")
         config = read_yaml(p / CONFIG)
         if not config:

@@ -585,3 +585,25 @@ def test_fuzz_every_subcommand_exits_0_2_or_3(
     assert result.exit_code in (0, 2, EXIT_STOPPED_SHORT), (args, result.output, result.exception)
     assert result.exception is None or isinstance(result.exception, SystemExit), args
     assert "Traceback" not in result.output, args
+
+
+_LONG = "x" * 300  # longer than a file name may be: Path.is_dir() raises instead of answering
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["inspect", f"/tmp/{_LONG}"],
+        ["resume", f"/tmp/{_LONG}"],
+        ["runs", f"/tmp/{_LONG}"],
+        ["search", "--agent", _LONG, "--budget", "1"],
+        ["search", "--env", f"tiny:{_LONG}", "--budget", "1"],
+        ["pretrain", "--resume", f"/tmp/{_LONG}"],
+    ],
+    ids=["inspect", "resume", "runs", "search-agent", "search-env", "pretrain-resume"],
+)
+def test_paths_too_long_for_a_file_name_are_answered_not_raised(args: list[str]) -> None:
+    res = CliRunner().invoke(app, args)
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    assert res.exit_code in (0, 2), res.output
+    assert "Traceback" not in res.output

@@ -16,6 +16,7 @@ from loss_rl.errors import ConfigError, LossSpecError, RunError
 from loss_rl.export import read_spec
 from loss_rl.expr import KNOWN_LOSSES, Expr, TaskKind, known_loss, parse
 from loss_rl.neural_loss import SCHEMA as NEURAL_SCHEMA
+from loss_rl.output_paths import existing
 from loss_rl.presets import EnvPreset, load_env_preset, parse_env_preset
 from loss_rl.store import is_run, load_run
 from loss_rl.tasks import TaskConfig
@@ -73,22 +74,6 @@ class LossSource:
         return (Path(out) if out is not None else folder) / name
 
 
-def _existing(path: Path) -> Literal["dir", "file"] | None:
-    """``"dir"`` or ``"file"`` if ``path`` exists, else ``None``.
-
-    A text that cannot name a file (longer than the system allows, a NUL byte) names nothing:
-    ``Path.is_dir`` would raise ``OSError``/``ValueError`` on it instead of answering.
-    """
-    try:
-        if path.is_dir():
-            return "dir"
-        if path.is_file():
-            return "file"
-    except (OSError, ValueError):
-        return None
-    return None
-
-
 def resolve_source(source: str | Path | Expr) -> LossSource:
     """Read a loss from an expression, a known loss name, a JSON spec file or a run folder.
 
@@ -113,7 +98,7 @@ def resolve_source(source: str | Path | Expr) -> LossSource:
             field="source",
         )
     path = Path(text)
-    found = _existing(path)
+    found = existing(path)
     if found == "dir":
         return _run_source(path)
     if found == "file":

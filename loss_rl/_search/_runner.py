@@ -28,6 +28,7 @@ from loss_rl.envs import BatchedLossVecEnv, LossDesignEnv
 from loss_rl.errors import RunError
 from loss_rl.evaluation import Evaluator
 from loss_rl.executors import ExecutorConfig, close_executor, make_executor, prepare_compute
+from loss_rl.output_paths import existing
 from loss_rl.presets import DEFAULT_ENV, parse_env_preset, run_env_config
 from loss_rl.store import (
     CONFIG,
@@ -352,7 +353,7 @@ def list_runs(root: str | Path = "results") -> list[Run]:
     :class:`RunError`), so one damaged run neither hides the others nor goes unnoticed.
     """
     root = Path(root)
-    if not root.is_dir():
+    if existing(root) != "dir":
         return []
 
     def mtime(p: Path) -> float:

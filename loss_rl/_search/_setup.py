@@ -13,7 +13,7 @@ from loss_rl.agents import AGENT_FILE, AgentConfig
 from loss_rl.agents.cards import check_layout, layout_of, read_card, shipped_policy
 from loss_rl.errors import ConfigError
 from loss_rl.executors import ExecutorConfig, require_ray
-from loss_rl.output_paths import check_writable
+from loss_rl.output_paths import check_writable, existing
 from loss_rl.presets import (
     EnvPreset,
     check_budget,
@@ -114,7 +114,7 @@ def _agent_and_policy(
         agent_cfg = AgentConfig.from_dict(
             _card_of(init_agent)["agent"], source=f"pretrained:{init_agent}"
         )
-    elif Path(agent).is_dir():
+    elif existing(Path(agent)) == "dir":
         # A run folder as the agent: its preset, and its policy as the starting point.
         source = load_run(agent)
         init_agent = init_agent or source.path
@@ -196,7 +196,7 @@ def _card_of(policy: str | Path) -> dict[str, Any]:
 def _policy_file(source: str | Path) -> Path:
     """``agent.zip`` of a run folder, or the given file."""
     p = Path(source)
-    f = p / AGENT_FILE if p.is_dir() else p
+    f = p / AGENT_FILE if existing(p) == "dir" else p
     if not f.is_file():
         raise ConfigError(
             f"no trained policy at {f}; give a run folder of dqn/ppo/maskable_ppo with an "

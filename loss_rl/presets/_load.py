@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loss_rl.errors import ConfigError
+from loss_rl.output_paths import existing
 from loss_rl.presets._env import EnvPreset, load_env_file
 from loss_rl.presets._files import find_preset, load_yaml
 from loss_rl.presets._suite import load_suite_task
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 def load_env_preset(name_or_path: str | Path) -> EnvPreset:
     """Load and validate ``envs/<name>.yaml``, a YAML path, or a suite task ``<suite>:<task>``."""
     text = str(name_or_path)
-    if ":" in text and not Path(text).exists() and not text.endswith((".yaml", ".yml")):
+    if ":" in text and existing(Path(text)) is None and not text.endswith((".yaml", ".yml")):
         return load_suite_task(text)
     return load_env_file(name_or_path)
 

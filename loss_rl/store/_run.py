@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from loss_rl.errors import RunError
+from loss_rl.output_paths import existing
 from loss_rl.store._config import RunConfig
 from loss_rl.store._files import (
     _FIX,
@@ -199,7 +200,7 @@ def load_run(path: str | Path) -> Run:
             it is damaged (names the file and what to do; see :func:`check_run_files`).
     """
     p = Path(path)
-    if not p.is_dir():
+    if existing(p) != "dir":
         raise RunError(f"{p} is not a directory; give a run folder such as results/<run-id>")
     missing = [n for n in (CONFIG, LEDGER) if not (p / n).is_file()]
     if missing:
