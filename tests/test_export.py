@@ -427,3 +427,17 @@ def test_fuzz_files(tmp_path_factory: pytest.TempPathFactory, content: bytes) ->
     path = tmp_path_factory.mktemp("fuzz") / "loss.json"
     path.write_bytes(content)
     _only_typed_errors(load_loss, path)
+
+
+def test_load_loss_runs_torchscript_only_from_a_pt_file(
+    exported: dict[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    # TorchScript is code: a zip passed under another name (an agent.zip, a renamed archive) is
+    # refused before torch.jit.load sees it.
+    name = next(iter(exported))
+    script = exported[name]["torchscript"]
+    disguised = tmp_path / "loss.zip"
+    disguised.write_bytes(script.read_bytes())
+    with pytest.raises(LossSpecError, match=r"runs TorchScript \(code\) only from a \.pt file"):
+        load_loss(disguised)
+    assert isinstance(load_loss(script), torch.jit.ScriptModule)

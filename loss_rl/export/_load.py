@@ -49,8 +49,8 @@ def load_loss(path: str | Path) -> torch.nn.Module:
         path: A JSON spec (read as data and compiled by the library into an
             :class:`~loss_rl.expr.ExprLoss`), a neural-loss JSON spec (``"schema":
             "loss_rl.neural_loss"``, weights as data, rebuilt by
-            :func:`loss_rl.neural_loss.load_neural_loss`) or a TorchScript file
-            (``torch.jit.load``).
+            :func:`loss_rl.neural_loss.load_neural_loss`) or a TorchScript ``.pt`` file
+            (``torch.jit.load``: code, so only a ``.pt`` file is taken for one).
 
     Raises:
         LossSpecError: if the file is missing, is Python source (never executed: import it
@@ -66,6 +66,14 @@ def load_loss(path: str | Path) -> torch.nn.Module:
             field="path",
         )
     if zipfile.is_zipfile(path):
+        # TorchScript is code: it runs only when the file says it is TorchScript (``.pt``), never
+        # because some zip (an agent.zip, a renamed archive) happened to be passed.
+        if path.suffix != ".pt":
+            raise LossSpecError(
+                f"{path} is a zip archive, not a loss spec; load_loss runs TorchScript (code) only "
+                "from a .pt file: rename it if you trust it, or load it with torch.jit.load",
+                field="path",
+            )
         try:
             return torch.jit.load(str(path))
         except (RuntimeError, ValueError, OSError) as err:
