@@ -81,6 +81,7 @@ class Search:
         tensorboard: bool = False,
         executor: str | None = None,
         ray_address: str | None = None,
+        cap: bool = True,
     ) -> Search:
         """Validate the presets and create a new run folder (nothing is trained yet).
 
@@ -100,6 +101,8 @@ class Search:
             executor: Where trainings run, ``"inprocess"`` or ``"ray"`` (default: the env
                 preset's ``executor:`` section, else in-process).
             ray_address: The Ray cluster (see :class:`~loss_rl.executors.ExecutorConfig`).
+            cap: ``False`` allows a budget above :data:`loss_rl.presets.MAX_BUDGET`
+                (``loss-rl search --no-cap``).
 
         Raises:
             ConfigError: for bad presets or options (e.g. ``train=False`` without a policy).
@@ -116,6 +119,7 @@ class Search:
             tensorboard=tensorboard,
             executor=executor,
             ray_address=ray_address,
+            cap=cap,
         )
         search = cls(path, config)
         search.log_command(
@@ -297,6 +301,7 @@ def search(
     train: bool = True,
     executor: str | None = None,
     ray_address: str | None = None,
+    cap: bool = True,
 ) -> Run:
     """Run a loss search end to end and return the finished run.
 
@@ -314,6 +319,7 @@ def search(
         executor: ``"inprocess"`` or ``"ray"`` (default: the env preset's, else in-process).
         ray_address: The Ray cluster for ``executor="ray"`` (default: ``$RAY_ADDRESS``, else a
             private local instance).
+        cap: ``False`` allows a budget above :data:`loss_rl.presets.MAX_BUDGET`.
 
     Returns:
         The run (``.path``, ``.summary``, ``.ledger``, ``.best``).
@@ -330,6 +336,7 @@ def search(
         train=train,
         executor=executor,
         ray_address=ray_address,
+        cap=cap,
     )
     return s.run(progress)
 

@@ -160,17 +160,17 @@ def search(
     --agent may also be a run folder: its agent, starting from its trained policy. Exits with
     code 3 when the search stops before its budget (summary.json says why).
     """
-    from loss_rl._search import Search, new_run
+    from loss_rl._search import Search
 
     term = console()
-    # Search.create without its cap switch: new_run takes --no-cap, then the run as create does.
-    path, config = new_run(
+    s = Search.create(
         env,
         agent,
         budget=budget,
         seed=seed,
         out=out,
         name=name,
+        command=_command_line(),
         init_agent=init_agent,
         train=not no_train,
         tensorboard=tensorboard,
@@ -178,8 +178,6 @@ def search(
         ray_address=ray_address,
         cap=not no_cap,
     )
-    s = Search(path, config)
-    s.log_command(_command_line())
     where = "" if s.executor_config.name == "inprocess" else f", executor {s.executor_config.name}"
     term.print(
         f"Run folder: {s.path}  (env {s.env_preset.name}, agent {s.agent_config.algo}, "

@@ -10,6 +10,7 @@
 """
 
 from loss_rl.presets._env import (
+    MAX_BUDGET,
     EnvPreset,
     EvaluationConfig,
     VerificationConfig,
@@ -41,6 +42,7 @@ from loss_rl.presets._suite import (
 __all__ = [
     "DEFAULT_ENV",
     "ENV_ID",
+    "MAX_BUDGET",
     "EnvPreset",
     "EvaluationConfig",
     "PresetKind",
