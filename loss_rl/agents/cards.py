@@ -20,7 +20,7 @@ CARD_JSON = "card.json"
 CARD_MD = "card.md"
 DESCRIPTOR = "meta-features+landmarks/v1"
 """Version of the task descriptor a policy was trained with (:mod:`loss_rl.descriptors`)."""
-_LAYOUT_KEYS = (
+LAYOUT_KEYS = (
     "space",
     "kind",
     "terms",
@@ -32,6 +32,7 @@ _LAYOUT_KEYS = (
     "constants",
     "max_steps",
 )
+"""Space keys that fix the meaning of a policy's observations and actions (with the descriptor)."""
 
 
 def layout_of(env_config: Any) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def layout_of(env_config: Any) -> dict[str, Any]:
     trained on one runs on the other.
     """
     d = env_config.to_dict()
-    out = {k: d.get(k) for k in _LAYOUT_KEYS}
+    out = {k: d.get(k) for k in LAYOUT_KEYS}
     if d.get("space") == "parametric":  # defaults resolved: a preset that spells them out matches
         out["terms"] = list(env_config.term_names)
         out["param_grids"] = {

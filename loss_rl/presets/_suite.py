@@ -138,22 +138,6 @@ class Suite:
         }
 
 
-# Space keys that change the observation or action layout (a policy is tied to them).
-_LAYOUT_KEYS = {
-    "space",
-    "kind",
-    "terms",
-    "weight_grid",
-    "param_grids",
-    "max_size",
-    "leaves",
-    "ops",
-    "constants",
-    "max_steps",
-    "task_features",
-}
-
-
 def suite_dirs() -> list[Path]:
     """Folders searched for suites, in order (installed copy first)."""
     return [p for p in (d / SUITE_DIR for d in preset_dirs("envs")) if p.is_dir()]
@@ -217,7 +201,11 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
     pretrain_space = data.get("pretrain_space") or {}
     if not isinstance(pretrain_space, dict):
         raise ConfigError("must be a mapping", field="suite.pretrain_space")
-    layout = sorted(set(pretrain_space) & _LAYOUT_KEYS)
+    # Imported here, not at the top: presets load with `import loss_rl`, the agents with SB3.
+    from loss_rl.agents.cards import LAYOUT_KEYS
+
+    # The policy's layout keys and its descriptor (pretraining measures its own per task).
+    layout = sorted(set(pretrain_space) & {*LAYOUT_KEYS, "task_features"})
     if layout:
         raise ConfigError(
             f"{', '.join(layout)} shape the observation and action layout, which pretraining "
