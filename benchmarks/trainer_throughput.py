@@ -8,10 +8,14 @@ dozen hand-written expressions — what a search proposes).
     the compiled loss and autograd, one model at a time. Timed with torch's default thread count
     and with one thread; the faster one is the baseline.
 (b) batched: :func:`loss_rl.training.train` on all losses in one pass (worker processes of one
-    thread each), after a warm-up call that starts the workers.
+    thread each), after a warm-up call that starts the workers, with checkpoint selection
+    (``select: best``, a validation check every 50 steps: the default protocol);
+(c) the same without checkpoint selection (``select: last``), its passes interleaved with (b)'s,
+    so that ``selection_cost`` (1 − b/c) is measured under the same load.
 
 The last line printed is JSON with keys: ``plain_evals_per_s``, ``plain_threads``,
-``batched_evals_per_s``, ``ratio`` (b/a), ``gflop_per_eval``, ``plain_gflops``,
+``batched_evals_per_s``, ``ratio`` (b/a), ``select_last_evals_per_s`` (c),
+``selection_cost`` (1 − b/c), ``gflop_per_eval``, ``plain_gflops``,
 ``batched_gflops``, ``n_losses``, ``n_structures``, ``seeds``, ``steps``, ``workers``, ``cores``,
 ``load_avg_before``.
 
@@ -51,8 +55,18 @@ HAND_WRITTEN = (
 
 def benchmark_losses() -> list[tuple[str, Expr]]:
     """34 diverse classification losses: ``(label, expression)``."""
-    named = ["ce", "label_smoothing", "focal", "mae", "gce", "sce", "nce_rce", "poly1", "baikal",
-             "taylor_glo"]
+    named = [
+        "ce",
+        "label_smoothing",
+        "focal",
+        "mae",
+        "gce",
+        "sce",
+        "nce_rce",
+        "poly1",
+        "baikal",
+        "taylor_glo",
+    ]
     out = [(n, known_loss(n)) for n in named]
     out += [(f"gce q={q}", known_loss("gce", q=q)) for q in (0.3, 0.5, 0.9)]
     out += [(f"focal g={g}", known_loss("focal", gamma=g)) for g in (0.5, 1.0, 3.0)]
@@ -98,54 +112,77 @@ def main() -> None:
     args = parser.parse_args()
 
     load = os.getloadavg()[0]
-    task = TaskConfig.from_dict({
-        "dataset": "digits",
-        "model": {"kind": "mlp", "widths": [64, 64]},
-        "training": {"optimizer": "adam", "lr": 1e-2, "batch_size": 128, "steps": args.steps},
-    })
+    task = TaskConfig.from_dict(
+        {
+            "dataset": "digits",
+            "model": {"kind": "mlp", "widths": [64, 64]},
+            "training": {"optimizer": "adam", "lr": 1e-2, "batch_size": 128, "steps": args.steps},
+        }
+    )
     labelled = benchmark_losses()[: args.losses]
     losses = [e for _, e in labelled]
     workers = default_workers() if args.workers is None else args.workers
     cores = torch.get_num_threads()
     print(f"load average before: {load:.2f} (the CPU may be shared with other jobs)")
 
-    plain = {t: time_plain(losses[: args.plain_evals], task, args.steps, t)
-             for t in sorted({cores, 1})}
+    plain = {
+        t: time_plain(losses[: args.plain_evals], task, args.steps, t) for t in sorted({cores, 1})
+    }
     plain_threads = max(plain, key=lambda t: plain[t])
     for t, v in plain.items():
         print(f"(a) plain loop, {t} thread(s): {v:6.2f} evaluations/s")
 
     seeds = list(range(args.seeds))
     train(losses[:4], task, 5, seeds, workers=workers)  # warm-up: starts the workers
-    rates = []
+    last_task = TaskConfig.from_dict(
+        {**task.to_dict(), "training": {**task.training.to_dict(), "select": "last"}}
+    )
+    rates, last_rates = [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
-        results = train(losses, task, args.steps, seeds, workers=workers)
-        rates.append(len(results) / (time.perf_counter() - start))
-        assert all(r.ok for r in results), [r.reason for r in results if not r.ok]
+        for t, out in ((task, rates), (last_task, last_rates)):
+            start = time.perf_counter()
+            results = train(losses, t, args.steps, seeds, workers=workers)
+            out.append(len(results) / (time.perf_counter() - start))
+            assert all(r.ok for r in results), [r.reason for r in results if not r.ok]
     batched = statistics.median(rates)
-    print(f"(b) batched, {workers} worker(s): {batched:6.2f} evaluations/s "
-          f"(passes: {', '.join(f'{r:.1f}' for r in rates)})")
+    last = statistics.median(last_rates)
+    print(
+        f"(b) batched, {workers} worker(s), select best: {batched:6.2f} evaluations/s "
+        f"(passes: {', '.join(f'{r:.1f}' for r in rates)})"
+    )
+    print(
+        f"(c) batched, select last: {last:6.2f} evaluations/s "
+        f"(passes: {', '.join(f'{r:.1f}' for r in last_rates)}); checkpoint selection costs "
+        f"{100 * (1 - batched / last):.1f} %"
+    )
     ratio = batched / plain[plain_threads]
     gflop = flops_per_eval(task, args.steps) / 1e9
-    print(f"ratio b/a: {ratio:.1f}x; {gflop:.2f} GFLOP/evaluation; plain "
-          f"{plain[plain_threads] * gflop:.1f} GFLOP/s, batched {batched * gflop:.1f} GFLOP/s")
-    print(json.dumps({
-        "plain_evals_per_s": round(plain[plain_threads], 3),
-        "plain_threads": plain_threads,
-        "batched_evals_per_s": round(batched, 3),
-        "ratio": round(ratio, 2),
-        "gflop_per_eval": round(gflop, 4),
-        "plain_gflops": round(plain[plain_threads] * gflop, 2),
-        "batched_gflops": round(batched * gflop, 2),
-        "n_losses": len(losses),
-        "n_structures": len({structure(e) for e in losses}),
-        "seeds": args.seeds,
-        "steps": args.steps,
-        "workers": workers,
-        "cores": cores,
-        "load_avg_before": round(load, 2),
-    }))
+    print(
+        f"ratio b/a: {ratio:.1f}x; {gflop:.2f} GFLOP/evaluation; plain "
+        f"{plain[plain_threads] * gflop:.1f} GFLOP/s, batched {batched * gflop:.1f} GFLOP/s"
+    )
+    print(
+        json.dumps(
+            {
+                "plain_evals_per_s": round(plain[plain_threads], 3),
+                "plain_threads": plain_threads,
+                "batched_evals_per_s": round(batched, 3),
+                "ratio": round(ratio, 2),
+                "select_last_evals_per_s": round(last, 3),
+                "selection_cost": round(1 - batched / last, 3),
+                "gflop_per_eval": round(gflop, 4),
+                "plain_gflops": round(plain[plain_threads] * gflop, 2),
+                "batched_gflops": round(batched * gflop, 2),
+                "n_losses": len(losses),
+                "n_structures": len({structure(e) for e in losses}),
+                "seeds": args.seeds,
+                "steps": args.steps,
+                "workers": workers,
+                "cores": cores,
+                "load_avg_before": round(load, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ _LAZY = {
     "search": "loss_rl._search",
     "resume": "loss_rl._search",
     "Search": "loss_rl._search",
+    "DataSpec": "loss_rl._search",
     "list_runs": "loss_rl._search",
     "load_run": "loss_rl.store",
     "refine": "loss_rl._refine",
@@ -47,9 +48,11 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
 __all__ = [
     "KNOWN_LOSSES",
     "ConfigError",
+    "DataSpec",
     "Expr",
     "ExprLoss",
     "LossRLError",

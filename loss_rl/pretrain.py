@@ -56,7 +56,14 @@ from loss_rl.errors import ConfigError, LossRLError, RunError
 from loss_rl.evaluation import EvalStats, Evaluator, InProcessExecutor
 from loss_rl.executors import prepare_compute
 from loss_rl.output_paths import existing
-from loss_rl.presets import Suite, check_budget, load_agent_config, load_suite, parse_suite
+from loss_rl.presets import (
+    Suite,
+    check_budget,
+    load_agent_config,
+    load_suite,
+    parse_suite,
+    require_code_trust,
+)
 from loss_rl.store import (
     CONFIG,
     LEDGER,
@@ -235,8 +242,11 @@ class Pretraining:
         return p
 
     @classmethod
-    def open(cls, path: str | Path) -> Pretraining:
+    def open(cls, path: str | Path, *, trust_code: bool = False) -> Pretraining:
         """Open a pretraining folder to resume it.
+
+        ``trust_code`` allows tasks whose model is built by code the folder names
+        (``task.model.factory``) to import it; refused otherwise.
 
         Raises:
             RunError: if it is not a pretraining folder, its ``config.yaml`` is damaged, or
@@ -252,13 +262,16 @@ class Pretraining:
             raise RunError(f"{p} is a search run, not a pretraining; use `loss-rl resume`")
         RunLock.check(p)
         try:
-            return cls(p, config)
+            pre = cls(p, config)
         except LossRLError:  # names the field already
             raise
         except (KeyError, TypeError, ValueError) as err:
             raise RunError(
                 f"{p / CONFIG} is incomplete or malformed ({err!r}); restore it from a backup"
             ) from None
+        for task in pre.suite.tasks.values():
+            require_code_trust(task.task, str(p), trust_code)
+        return pre
 
     def log_command(self, command: str) -> None:
         """Append a session's command line to ``command.txt``."""

@@ -9,6 +9,7 @@ same way, with the functions here.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,7 +20,9 @@ VERIFY_SEED_OFFSET = 10_000
 
 __all__ = [
     "VERIFY_SEED_OFFSET",
+    "PairedComparison",
     "fresh_seeds",
+    "paired_comparison",
     "paired_difference",
     "summarize_seeds",
     "t_interval",
@@ -73,6 +76,39 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     if np.allclose(d, d[0]):
         return float(d.mean()), (1.0 if abs(d[0]) < 1e-12 else 0.0)
     return float(d.mean()), float(stats.ttest_rel(a, b).pvalue)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Paired comparison of two losses over the seeds where both have a score.
+
+    Attributes:
+        diff: Mean paired difference ``a - b``.
+        ci_low: Lower end of its 95 % t interval.
+        ci_high: Upper end of its 95 % t interval.
+        p: Two-sided paired t-test p-value.
+        n: Seeds used (finite in both).
+    """
+
+    diff: float
+    ci_low: float
+    ci_high: float
+    p: float
+    n: int
+
+
+def paired_comparison(a: np.ndarray, b: np.ndarray) -> PairedComparison:
+    """Mean paired difference ``a - b``, its 95 % t interval and paired t-test p.
+
+    Seeds where either score is NaN (diverged) are left out; fewer than 2 left gives NaNs.
+    """
+    ok = np.isfinite(a) & np.isfinite(b)
+    d = a[ok] - b[ok]
+    diff, p = paired_difference(a, b)
+    if len(d) < 2:
+        return PairedComparison(diff, math.nan, math.nan, p, len(d))
+    _, low, high = t_interval(d)
+    return PairedComparison(diff, low, high, p, len(d))
 
 
 def summarize_seeds(

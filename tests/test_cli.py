@@ -183,6 +183,14 @@ def test_cli_choices_match_the_library() -> None:
     assert sorted(r.value for r in Reduction) == sorted(REDUCTIONS)
 
 
+def test_cli_default_env_is_the_library_default() -> None:
+    from loss_rl.cli._choices import DEFAULT_ENV as CLI_DEFAULT
+    from loss_rl.presets import DEFAULT_ENV, load_env_preset
+
+    assert CLI_DEFAULT == DEFAULT_ENV
+    load_env_preset(DEFAULT_ENV)  # it ships
+
+
 def test_tables_keep_long_rows_on_one_line_when_not_a_terminal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -48,6 +48,28 @@ def test_default_search_on_tiny_writes_a_complete_run_folder(tmp_path: Path) -> 
     names = {row["loss"] for row in ver["table"]}
     assert {"ce", "gce"} <= names and any(n.startswith("found_") for n in names)
     assert all(row["n"] + row["diverged"] == 2 for row in ver["table"])
+    # The honest protocol, recorded: checkpoint selection, noisy validation labels (tiny has
+    # symmetric noise), tuned references and the verdict on the winner.
+    assert s["protocol"]["select"] == "best" and s["protocol"]["val_labels"] == "noisy"
+    assert ver["select"] == "best"
+    assert ver["best_reference"]["name"] in {"ce", "gce"}
+    assert ver["tuning_trainings"] == (1 + 4) * 2  # CE + GCE's grid, 2 seeds
+    assert set(ver["tuning"]["gce"]["chosen"]) == {"q"}
+    assert {"diff", "ci95", "p"} <= set(ver["vs_best_reference"]) and ver["vs_ce"] is not None
+    assert isinstance(ver["novelty"]["known"], bool) and ver["verdict"].startswith("The winner")
+    # The report and `loss-rl inspect` say the same.
+    import html
+
+    from typer.testing import CliRunner
+
+    from loss_rl.cli import app
+    from loss_rl.inspect import report_html
+
+    page = report_html(run, tmp_path / "report.html", rollout_policy=False).read_text()
+    assert html.escape(ver["verdict"]) in page
+    shown = CliRunner().invoke(app, ["inspect", str(p), "--no-rollout"])
+    assert shown.exit_code == 0, shown.output
+    assert "Best tuned reference" in shown.output and "The winner" in shown.output
     # Every trained key was trained exactly once.
     assert max(_trained_per_key(p).values()) == 1
     # The exported best loss loads back and matches the summary.
@@ -238,5 +260,15 @@ def test_evaluate_cli_verifies_losses_and_refuses_the_wrong_kind(tmp_path: Path)
     assert {"ce", "gce", "sum_c(abs(p - t))"} == set(table["loss"])
     assert (table["n"] + table["diverged"] == 2).all()
     assert table.loc[table["loss"] == "ce", "diff_vs_ce"].iloc[0] == 0.0
+    # tiny's references are CE and GCE, GCE tuned over its grid (the title counts trainings);
+    # the MAE given here is the library's MAE and says so.
+    assert "references tuned (10 trainings)" in res.output
+    mae = table[table["loss"] == "sum_c(abs(p - t))"].iloc[0]
+    assert mae["known_as"] == "mae"
+    assert isinstance(table.loc[table["loss"] == "gce", "params"].iloc[0], str)
+    args = ["evaluate", "gce", "--env", "tiny", "--seeds", "2", "--no-tune-references"]
+    untuned = CliRunner().invoke(app, args)
+    assert untuned.exit_code == 0, untuned.output
+    assert "references tuned" not in untuned.output
     bad = CliRunner().invoke(app, ["evaluate", "residual^2", "--env", "tiny"])
     assert bad.exit_code == 2 and "does not fit a classification task" in bad.output

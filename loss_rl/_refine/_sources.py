@@ -17,7 +17,7 @@ from loss_rl.export import read_spec
 from loss_rl.expr import KNOWN_LOSSES, Expr, TaskKind, known_loss, parse
 from loss_rl.neural_loss import SCHEMA as NEURAL_SCHEMA
 from loss_rl.output_paths import existing
-from loss_rl.presets import EnvPreset, load_env_preset, parse_env_preset
+from loss_rl.presets import EnvPreset, load_env_preset, parse_env_preset, require_code_trust
 from loss_rl.store import is_run, load_run
 from loss_rl.tasks import TaskConfig
 
@@ -196,12 +196,16 @@ class ResolvedEnv:
     data_seed: int
 
 
-def resolve_env(env: Any, src: LossSource | None = None) -> ResolvedEnv:
+def resolve_env(
+    env: Any, src: LossSource | None = None, *, trust_code: bool = False
+) -> ResolvedEnv:
     """The env of a preset name or path, an ``EnvPreset`` or a ``TaskConfig``.
 
     Args:
         env: The env; ``None`` takes the run's env of a run-folder ``src``.
         src: The loss source, if any.
+        trust_code: Allow the run's env to build its model with code the run folder names
+            (:func:`loss_rl.presets.require_code_trust`); refused otherwise.
 
     Raises:
         ConfigError: if no env is given for a loss that does not come from a run folder, or the
@@ -209,6 +213,7 @@ def resolve_env(env: Any, src: LossSource | None = None) -> ResolvedEnv:
     """
     if env is None:
         if src is not None and src.env is not None:
+            require_code_trust(src.env.task, str(src.path), trust_code)
             return ResolvedEnv(src.env.name, src.env.task, int(src.data_seed or 0))
         raise ConfigError(
             "give an env preset (e.g. digits_noisy) for a loss that does not come from a run "

@@ -106,6 +106,7 @@ def refine(
     out: str | Path | None = None,
     write: bool = True,
     progress: ProgressFn | None = None,
+    trust_code: bool = False,
 ) -> RefineResult:
     """Refine the constants of a symbolic loss by meta-gradient descent, verify and write it.
 
@@ -142,6 +143,8 @@ def refine(
         write: Write the refined loss (``False``: only return it).
         progress: Called with a :class:`~loss_rl.meta.MetaProgress` after every outer step and
             around verification.
+        trust_code: For a run folder whose task builds its model with code it names
+            (``task.model.factory``): allow importing it (refused otherwise).
 
     Returns:
         A :class:`RefineResult`.
@@ -156,7 +159,7 @@ def refine(
     src = resolve_source(source)
     if write:
         check_writable(src.refined_path(out), "out")
-    envr = resolve_env(env, src)
+    envr = resolve_env(env, src, trust_code=trust_code)
     task, kind = envr.task, envr.task.kind
     _check_fits(src, envr)
     probe, dead, loss = _learnable_loss(src.expr, kind, learn_integer_exponents)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from loss_rl.agents import SearchState
 from loss_rl.export import export
-from loss_rl.expr import Expr, TaskKind, parse
+from loss_rl.expr import Expr, TaskKind, known_equivalent, parse
 from loss_rl.presets import EnvPreset
 from loss_rl.store import SUMMARY, Ledger
 from loss_rl.verify import verify
@@ -23,10 +24,21 @@ def verify_and_export(run_dir: Path, preset: EnvPreset, ledger: Ledger) -> dict[
     """Re-train the top candidates at full length on fresh seeds and export the winner.
 
     The winner is chosen on the *validation* split of the full-length re-training; the test
-    split is only reported (never select on test).
+    split is only reported (never select on test). The references are tuned on validation
+    (:func:`loss_rl.verify.verify`), and the winner is checked against the library
+    (:func:`loss_rl.expr.known_equivalent`): a known loss is not a discovery.
 
     Returns:
-        The verification record of ``summary.json`` (``None`` if nothing trained to a score).
+        The verification record of ``summary.json`` (``None`` if nothing trained to a score):
+        ``winner`` (its row name), ``expression``, ``key``, ``search_val_score``, ``steps``,
+        ``seeds``, ``metric``, ``select``, ``trainings`` and ``tuning_trainings`` (of the
+        verification; the tuning ones are part of it), ``tuning`` (per reference: the chosen
+        parameters and each grid point's validation mean), ``best_reference`` (``name``,
+        ``params``, ``expression``, ``test_mean``, ``test_ci95``), ``novelty`` (``known``: a
+        library loss up to a positive scale; then ``name``, ``params``, ``scale``, ``how``,
+        ``text``), ``vs_best_reference`` and ``vs_ce`` (the winner's paired ``diff``,
+        ``ci95``, ``p``), ``verdict`` (one sentence) and ``table`` (every row of the
+        verification table, :data:`loss_rl.verify.COLUMNS`).
     """
     df = ledger.frame()
     ok = df[(df["status"] == "ok") & (df["source"] == "trained")]
@@ -41,23 +53,43 @@ def verify_and_export(run_dir: Path, preset: EnvPreset, ledger: Ledger) -> dict[
         preset.task,
         seeds=preset.verification.seeds,
         references=preset.verification.references,
+        tune_references=preset.verification.tune_references,
         data_seed=preset.evaluation.data_seed,
     )
     found = table[table["loss"].isin(list(losses))]
     found = found.sort_values("val_mean", ascending=False, na_position="last")
     win = found.iloc[0]
     expr: Expr = losses[win["loss"]]
+    kind: TaskKind = preset.task.kind
+    match = known_equivalent(expr, kind)
+    novelty = {"known": match is not None, **(match.to_dict() if match is not None else {})}
+    refs = table[table["reference"]]
+    best_ref = refs[refs["loss"] == table.attrs["best_reference"]].iloc[0]
+    ce_name = "ce" if kind is TaskKind.CLASSIFICATION else "mse"
+    comparisons = {
+        "vs_best_reference": _comparison(win, "best_ref"),
+        "vs_ce": _comparison(win, "ce") if ce_name in set(table["loss"]) else None,
+    }
+    best_reference = {
+        "name": str(best_ref["loss"]),
+        "params": table.attrs["tuning"][best_ref["loss"]]["chosen"],
+        "expression": str(best_ref["expression"]),
+        "test_mean": float(best_ref["mean"]),
+        "test_ci95": [float(best_ref["ci_low"]), float(best_ref["ci_high"])],
+    }
     metadata = {
         "search_val_score": float(val_scores[win["loss"]]),
         "test_mean": float(win["mean"]),
         "test_ci95": [float(win["ci_low"]), float(win["ci_high"])],
         "diff_vs_ce": float(win["diff_vs_ce"]),
+        "diff_vs_best_reference": float(win["diff_vs_best_ref"]),
+        "best_reference": best_reference["name"],
+        "known_as": novelty.get("text"),
         "env": preset.name,
         "run": run_dir.name,
     }
     best = run_dir / BEST
     best.mkdir(exist_ok=True)
-    kind: TaskKind = preset.task.kind
     for fmt, fname in (("json", "loss.json"), ("py", "loss.py"), ("torchscript", "loss.pt")):
         export(expr, best / fname, format=fmt, kind=kind, metadata=metadata)
     return {
@@ -68,7 +100,85 @@ def verify_and_export(run_dir: Path, preset: EnvPreset, ledger: Ledger) -> dict[
         "steps": table.attrs.get("steps"),
         "seeds": table.attrs.get("seeds"),
         "metric": table.attrs.get("metric"),
+        "select": table.attrs.get("select"),
+        "trainings": table.attrs.get("trainings"),
+        "tuning_trainings": table.attrs.get("tuning_trainings"),
+        "tuning": table.attrs.get("tuning"),
+        "best_reference": best_reference,
+        "novelty": novelty,
+        **comparisons,
+        "verdict": verdict(str(win["loss"]), novelty, best_reference, comparisons),
         "table": json.loads(table.to_json(orient="records")),
+    }
+
+
+def _comparison(row: Any, against: str) -> dict[str, Any]:
+    """The winner's paired difference against ``ce`` or ``best_ref`` (a verification row)."""
+    return {
+        "diff": float(row[f"diff_vs_{against}"]),
+        "ci95": [float(row[f"diff_vs_{against}_low"]), float(row[f"diff_vs_{against}_high"])],
+        "p": float(row[f"p_vs_{against}"]),
+    }
+
+
+def verdict(
+    winner: str,
+    novelty: dict[str, Any],
+    best_reference: dict[str, Any],
+    comparisons: dict[str, Any],
+    alpha: float = 0.05,
+) -> str:
+    """One plain sentence on what the search found: known or new, better than the references?
+
+    The claim is "beats the best tuned reference" only at ``p < alpha`` with a positive
+    difference; otherwise the sentence says it does not (or is worse).
+    """
+    ref = best_reference["name"]
+    if best_reference.get("params"):
+        ref += " (" + ", ".join(f"{k}={v:g}" for k, v in best_reference["params"].items()) + ")"
+    vs = comparisons["vs_best_reference"]
+    if winner == best_reference["name"]:
+        head = f"The winner is the best tuned reference {ref}"
+    elif novelty.get("known"):
+        head = f"The winner {winner} is a known loss: {novelty['text']}"
+    else:
+        head = f"The winner {winner} is not a library loss up to scale"
+    diff, p, (lo, hi) = vs["diff"], vs["p"], vs["ci95"]
+    if not math.isfinite(diff):
+        return f"{head}; its comparison with the best tuned reference {ref} has too few seeds."
+    stats = f"Δ {diff:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}], p = {p:.3g}"
+    if diff > 0 and p < alpha:
+        how = f"it beats the best tuned reference {ref} ({stats})"
+    elif diff < 0 and p < alpha:
+        how = f"it is worse than the best tuned reference {ref} ({stats})"
+    else:
+        how = f"it does not beat the best tuned reference {ref} ({stats}: not significant)"
+    return f"{head}; {how}."
+
+
+def protocol(preset: EnvPreset) -> dict[str, Any]:
+    """How the run's losses were trained and compared (``summary.json``'s ``protocol``).
+
+    Keys: ``select`` (``best``: every training ends at its best validation checkpoint;
+    ``last``), ``eval_every`` (steps between validation checks), ``val_labels`` (``noisy``:
+    the validation labels are corrupted like the training labels; ``clean``; ``none``: the
+    task has no label noise), ``test_labels`` (always ``clean``), ``val_size`` (validation
+    samples, ``None`` if not known without loading the data), ``verification_seeds``,
+    ``tune_references``.
+    """
+    task = preset.task
+    corruption = task.corruption
+    if corruption.kind in ("symmetric", "pairflip"):
+        val_labels = "noisy" if corruption.noisy_val else "clean"
+    else:
+        val_labels = "none"
+    return {
+        "select": task.training.select,
+        "eval_every": task.training.eval_every,
+        "val_labels": val_labels,
+        "test_labels": "clean",
+        "verification_seeds": preset.verification.seeds,
+        "tune_references": preset.verification.tune_references,
     }
 
 
@@ -83,12 +193,17 @@ def write_summary(
     seconds: float,
     verification: dict[str, Any] | None,
     status: str,
+    protocol: dict[str, Any] | None = None,
 ) -> None:
     """Write ``summary.json`` atomically; wall time adds up over the sessions of a run.
 
-    ``stopped`` is ``None`` when the session spent its budget (or was interrupted), else why it
-    stopped short (:attr:`loss_rl.agents.SearchState.stop_reason`): the CLI prints it and exits
-    with a non-zero code.
+    Keys: ``status``, ``stopped`` (``None`` when the session spent its budget or was
+    interrupted, else why it stopped short — :attr:`loss_rl.agents.SearchState.stop_reason`:
+    the CLI prints it and exits with a non-zero code), ``env``, ``agent``, ``budget``,
+    ``protocol`` (:func:`protocol`), ``best`` (``expression``, ``key``, ``val_score``: the
+    winner's search score on the validation split), ``verification`` (``None`` until the
+    search finished; see :func:`verify_and_export`), ``evaluations`` (ledger counts),
+    ``resolved_without_training``, ``wall_seconds``, ``evals_per_second``, ``train_seconds``.
     """
     counts = ledger.counts()
     prev: dict[str, Any] = {}
@@ -118,6 +233,7 @@ def write_summary(
         "env": env,
         "agent": agent,
         "budget": budget,
+        "protocol": protocol,
         "best": best,
         "verification": verification,
         "evaluations": counts,

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loss_rl._search._finish import verify_and_export, write_summary
+from loss_rl._search._data import DataSpec, read_data_record
+from loss_rl._search._finish import protocol, verify_and_export, write_summary
 from loss_rl._search._setup import new_run
 from loss_rl.agents import (
     AgentConfig,
@@ -29,7 +30,7 @@ from loss_rl.errors import RunError
 from loss_rl.evaluation import Evaluator
 from loss_rl.executors import ExecutorConfig, close_executor, make_executor, prepare_compute
 from loss_rl.output_paths import existing
-from loss_rl.presets import DEFAULT_ENV, parse_env_preset, run_env_config
+from loss_rl.presets import parse_env_preset, require_code_trust, run_env_config
 from loss_rl.store import (
     CONFIG,
     LEDGER,
@@ -68,7 +69,7 @@ class Search:
     @classmethod
     def create(
         cls,
-        env: str | Path = DEFAULT_ENV,
+        env: str | Path | None = None,
         agent: str | Path = DEFAULT_AGENT,
         *,
         budget: int | None = None,
@@ -82,11 +83,14 @@ class Search:
         executor: str | None = None,
         ray_address: str | None = None,
         cap: bool = True,
+        data: DataSpec | None = None,
+        model: Any = None,
     ) -> Search:
         """Validate the presets and create a new run folder (nothing is trained yet).
 
         Args:
-            env: Env preset name or path.
+            env: Env preset name or path (default :data:`loss_rl.presets.DEFAULT_ENV`; with
+                ``data``, the preset of the data's task kind).
             agent: Agent preset name or path, or a finished run folder (its agent and policy:
                 the policy starts from that run's ``agent.zip``), or ``"pretrained"``.
             budget: Inner trainings (default: the env preset's).
@@ -103,9 +107,15 @@ class Search:
             ray_address: The Ray cluster (see :class:`~loss_rl.executors.ExecutorConfig`).
             cap: ``False`` allows a budget above :data:`loss_rl.presets.MAX_BUDGET`
                 (``loss-rl search --no-cap``).
+            data: The user's data (:class:`DataSpec`): the task reads it, everything else
+                comes from ``env``.
+            model: The task's model instead of the preset's: a ``model:`` mapping, or a
+                module-level function ``f(num_features, num_outputs, **kwargs) -> nn.Module``
+                (trained N copies at a time with ``torch.func``; see README).
 
         Raises:
-            ConfigError: for bad presets or options (e.g. ``train=False`` without a policy).
+            ConfigError: for bad presets or options (e.g. ``train=False`` without a policy),
+                and for data that cannot be used (named file and column, and the fix).
         """
         path, config = new_run(
             env,
@@ -120,6 +130,8 @@ class Search:
             executor=executor,
             ray_address=ray_address,
             cap=cap,
+            data=data,
+            model=model,
         )
         search = cls(path, config)
         search.log_command(
@@ -129,9 +141,20 @@ class Search:
         )
         return search
 
+    @property
+    def data_record(self) -> dict[str, Any] | None:
+        """The run's ``data.json`` (a search on the user's data), else ``None``."""
+        return read_data_record(self.path)
+
     @classmethod
-    def open(cls, path: str | Path) -> Search:
+    def open(cls, path: str | Path, *, trust_code: bool = False) -> Search:
         """Open an existing run folder to resume it.
+
+        Args:
+            path: The run folder.
+            trust_code: Allow a task whose model is built by code the folder names
+                (``task.model.factory``) to import it; refused otherwise
+                (:func:`loss_rl.presets.require_code_trust`).
 
         Raises:
             RunError: if the folder is not a run, a file of it is damaged, its config is
@@ -140,7 +163,9 @@ class Search:
         """
         run = load_run(path)
         RunLock.check(run.path)
-        return cls(run.path, run.run_config)
+        search = cls(run.path, run.run_config)
+        require_code_trust(search.env_preset.task, str(run.path), trust_code)
+        return search
 
     def log_command(self, command: str) -> None:
         """Append the command that started this session to ``command.txt``."""
@@ -239,6 +264,7 @@ class Search:
             seconds=seconds,
             verification=verification,
             status=status,
+            protocol=protocol(self.env_preset),
         )
 
     def _measure_descriptor(self, evaluator: Evaluator) -> None:
@@ -288,7 +314,7 @@ class Search:
 
 
 def search(
-    env: str | Path = DEFAULT_ENV,
+    env: str | Path | None = None,
     agent: str | Path = DEFAULT_AGENT,
     *,
     budget: int | None = None,
@@ -302,11 +328,25 @@ def search(
     executor: str | None = None,
     ray_address: str | None = None,
     cap: bool = True,
+    data: Any = None,
+    target: str | int | None = None,
+    kind: str | None = None,
+    val_fraction: float | None = None,
+    test: str | Path | None = None,
+    drop_missing: bool = False,
+    model: Any = None,
 ) -> Run:
     """Run a loss search end to end and return the finished run.
 
+    Examples:
+        >>> loss_rl.search(data="wine_noisy.csv", target="label", budget=100)  # doctest: +SKIP
+        >>> loss_rl.search(data=df, target="label")  # a pandas DataFrame  # doctest: +SKIP
+
     Args:
-        env: Env preset name (``envs/<name>.yaml``) or path: task, search space, budgets.
+        env: Env preset name (``envs/<name>.yaml``) or path: task, search space, budgets
+            (default :data:`loss_rl.presets.DEFAULT_ENV`; with ``data``, the default preset of
+            the data's task kind: ``synthetic_noisy``'s settings for classification,
+            ``diabetes``'s for regression).
         agent: Agent preset name (``dqn`` | ``ppo`` | ``maskable_ppo``) or path.
         budget: Inner trainings to spend (default: the env preset's).
         seed: Seed of the agent and environments.
@@ -320,6 +360,18 @@ def search(
         ray_address: The Ray cluster for ``executor="ray"`` (default: ``$RAY_ADDRESS``, else a
             private local instance).
         cap: ``False`` allows a budget above :data:`loss_rl.presets.MAX_BUDGET`.
+        data: Search on this data instead of the preset's dataset: a file (CSV, Parquet,
+            ``.npz`` with ``x`` and ``y``, ``.npy``), a pandas DataFrame, or an ``(X, y)`` pair
+            (written into the run folder). Numeric features are standardised on the training
+            split, text/categorical ones one-hot encoded; no label noise is injected.
+        target: The label column of a CSV/Parquet file or DataFrame.
+        kind: ``"classification"`` or ``"regression"`` (default: inferred from the target and
+            recorded in the run's ``data.json``).
+        val_fraction: Fraction of the rows held out for validation (default: the preset's).
+        test: A separate test file with the same columns (default: a fraction is drawn).
+        drop_missing: Leave out rows with missing or infinite values instead of refusing them.
+        model: The model to train instead of the preset's: a ``model:`` mapping, or a
+            module-level function ``f(num_features, num_outputs) -> torch.nn.Module``.
 
     Returns:
         The run (``.path``, ``.summary``, ``.ledger``, ``.best``).
@@ -337,6 +389,12 @@ def search(
         executor=executor,
         ray_address=ray_address,
         cap=cap,
+        data=(
+            DataSpec(data, target, kind, val_fraction, test, drop_missing)
+            if data is not None
+            else None
+        ),
+        model=model,
     )
     return s.run(progress)
 
@@ -345,9 +403,15 @@ def resume(
     path: str | Path,
     progress: Callable[[Progress], None] | None = None,
     command: str | None = None,
+    *,
+    trust_code: bool = False,
 ) -> Run:
-    """Continue a run to its original budget; finished evaluations are never trained again."""
-    s = Search.open(path)
+    """Continue a run to its original budget; finished evaluations are never trained again.
+
+    ``trust_code`` allows a run whose model is built by code it names to import it
+    (:meth:`Search.open`).
+    """
+    s = Search.open(path, trust_code=trust_code)
     s.log_command(command or f"loss_rl.resume({str(path)!r})")
     return s.run(progress)
 

@@ -9,12 +9,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from loss_rl._search._data import DataSpec, PreparedData, with_model
 from loss_rl.agents import AGENT_FILE, AgentConfig
 from loss_rl.agents.cards import check_layout, layout_of, read_card, shipped_policy
 from loss_rl.errors import ConfigError
 from loss_rl.executors import ExecutorConfig, require_ray
 from loss_rl.output_paths import check_writable, existing
 from loss_rl.presets import (
+    DEFAULT_ENV,
     EnvPreset,
     check_budget,
     env_config,
@@ -33,7 +35,7 @@ PRETRAINED = "pretrained"
 
 
 def new_run(
-    env: str | Path,
+    env: str | Path | None,
     agent: str | Path,
     *,
     budget: int | None,
@@ -46,11 +48,15 @@ def new_run(
     executor: str | None,
     ray_address: str | None,
     cap: bool = True,
+    data: DataSpec | None = None,
+    model: Any = None,
 ) -> tuple[Path, RunConfig]:
     """Resolve and check a new run's options, then create its folder with ``config.yaml``.
 
     See :meth:`loss_rl.Search.create` for the arguments; ``cap=False`` lifts the budget cap
-    (``MAX_BUDGET`` of :mod:`loss_rl.presets`; ``loss-rl search --no-cap``).
+    (``MAX_BUDGET`` of :mod:`loss_rl.presets`; ``loss-rl search --no-cap``). With ``data``, the
+    task reads the user's data (:mod:`loss_rl._search._data`; ``env`` then only supplies the
+    search settings, and defaults by the data's task kind).
 
     Raises:
         ConfigError: for bad presets or options (``name`` must be a single folder name; a seed
@@ -62,7 +68,49 @@ def new_run(
         check_run_name(name)  # before anything is loaded or written
     # numpy and SB3 take unsigned 32-bit seeds: any other seed failed after the folder existed.
     check_int(seed, "seed", 0, MAX_SEED)
-    preset = load_env_preset(env)
+    prepared = PreparedData(data, env) if data is not None else None
+    try:
+        preset = prepared.preset if prepared is not None else load_env_preset(env or DEFAULT_ENV)
+        if model is not None:
+            preset = with_model(preset, model)
+            if prepared is not None:
+                prepared.preset = preset
+        return _new_run(
+            preset,
+            agent,
+            budget=budget,
+            seed=seed,
+            out=out,
+            name=name,
+            init_agent=init_agent,
+            train=train,
+            tensorboard=tensorboard,
+            executor=executor,
+            ray_address=ray_address,
+            cap=cap,
+            prepared=prepared,
+        )
+    finally:
+        if prepared is not None:
+            prepared.discard()
+
+
+def _new_run(
+    preset: EnvPreset,
+    agent: str | Path,
+    *,
+    budget: int | None,
+    seed: int,
+    out: str | Path,
+    name: str | None,
+    init_agent: str | Path | None,
+    train: bool,
+    tensorboard: bool,
+    executor: str | None,
+    ray_address: str | None,
+    cap: bool,
+    prepared: PreparedData | None,
+) -> tuple[Path, RunConfig]:
     agent_cfg, init_path = _agent_and_policy(preset, agent, init_agent)
     if tensorboard:
         try:
@@ -88,6 +136,8 @@ def new_run(
         path = create_run_dir(out_dir, name)
     else:
         path = _new_run_dir(out_dir, preset.name, agent_cfg.algo, seed)
+    if prepared is not None:
+        preset = prepared.move_into(path)
     config = RunConfig(
         env_name=preset.name,
         env=preset.to_dict(),

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from enum import Enum
 
+DEFAULT_ENV = "synthetic_noisy"
+"""The env preset of ``loss-rl search`` and ``evaluate``: :data:`loss_rl.presets.DEFAULT_ENV`."""
+
 MAX_SEED = 2**32 - 1
 """Largest ``--seed``: numpy and SB3 take unsigned 32-bit seeds (the library checks it too)."""
 

@@ -24,6 +24,14 @@ def inspect_command(
         bool, typer.Option("--no-rollout", help="Skip the policy rollout and edit usage.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the policy rollouts.")] = 0,
+    trust_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-code",
+            help="Let the rollout import the model factory the run folder names (it runs that "
+            "code); without it the rollout answers from the ledger only.",
+        ),
+    ] = False,
 ) -> None:
     """Inspect a run: summary, what the policy learned, plots (RUN/plots/), HTML report."""
     import json
@@ -33,7 +41,9 @@ def inspect_command(
 
     if top < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--top")
-    ins = inspect_run(runs[0], runs[1:], top=top, rollout_policy=not no_rollout, seed=seed)
+    ins = inspect_run(
+        runs[0], runs[1:], top=top, rollout_policy=not no_rollout, seed=seed, trust_code=trust_code
+    )
     report = ins.write_html() if html else None
     if json_:
         data = ins.to_dict()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from loss_rl.cli._choices import MAX_VERIFY_SEEDS, Format, Kind, Reduction
+from loss_rl.cli._choices import DEFAULT_ENV, MAX_VERIFY_SEEDS, Format, Kind, Reduction
 from loss_rl.cli._console import console
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def evaluate(
         typer.Argument(help="Losses: expressions, known loss names, JSON specs or run folders."),
     ],
     env: Annotated[str, typer.Option(help="Env preset name or YAML path (its task).")] = (
-        "digits_noisy"
+        DEFAULT_ENV
     ),
     seeds: Annotated[
         int, typer.Option(help="Fresh paired seeds.", min=2, max=MAX_VERIFY_SEEDS)
@@ -150,13 +150,23 @@ def evaluate(
     steps: Annotated[
         int | None, typer.Option(help="Training steps (default: the task's full_steps).")
     ] = None,
+    tune_references: Annotated[
+        bool,
+        typer.Option(
+            help="Tune each reference's hyper-parameters on the validation split over the "
+            "library's grid (GCE q, focal gamma, ...) before comparing; the tuning trainings "
+            "are counted in the title."
+        ),
+    ] = True,
     csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV.")] = None,
     markdown: Annotated[bool, typer.Option(help="Print a Markdown table instead.")] = False,
 ) -> None:
-    """Verify losses against CE and the known losses on the test split, with 95 % CIs.
+    """Verify losses against CE and the (tuned) known losses on the test split, with 95 % CIs.
 
-    A loss failing a validity check is verified anyway, with a warning; a duplicate (same
-    canonical key as an earlier loss or a reference) is verified once, with a warning.
+    Every loss trains with the task's checkpoint selection on the validation split. A loss that
+    is a library loss up to scale is marked as such. A loss failing a validity check is verified
+    anyway, with a warning; a duplicate (same canonical key as an earlier loss or a reference)
+    is verified once, with a warning.
     """
     from rich.text import Text
 
@@ -183,6 +193,7 @@ def evaluate(
         seeds=seeds,
         steps=steps,
         references=preset.verification.references,
+        tune_references=tune_references,
         data_seed=preset.evaluation.data_seed,
     )
     if csv is not None:
@@ -193,9 +204,12 @@ def evaluate(
         print(markdown_table(table.drop(columns=["reference"])))
     else:
         rows = table.to_dict(orient="records")
+        a = table.attrs
+        select = "best validation checkpoint" if a["select"] == "best" else "last step"
+        tuned = f", references tuned ({a['tuning_trainings']} trainings)" * bool(tune_references)
         title = (
-            f"{preset.name}: {table.attrs['steps']} steps, {len(table.attrs['seeds'])} "
-            f"fresh seeds, test {table.attrs['metric']}"
+            f"{preset.name}: {a['steps']} steps ({select}), {len(a['seeds'])} fresh seeds, "
+            f"test {a['metric']}{tuned}; best reference: {a['best_reference']}"
         )
         console().print(verification_table(rows, table.attrs["metric"], title))
 

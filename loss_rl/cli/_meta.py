@@ -100,6 +100,14 @@ def refine(
             file_okay=False,
         ),
     ] = None,
+    trust_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-code",
+            help="For a run folder whose task builds its model with code it names: import it "
+            "(it runs that code). Only for folders whose author you trust.",
+        ),
+    ] = False,
 ) -> None:
     """Refine a loss's constants by differentiating through its inner training (MAML/EvoMAL)."""
     from loss_rl.cli._tables import verification_table
@@ -120,6 +128,7 @@ def refine(
             verify_seeds=verify_seeds,
             out=out,
             progress=report,
+            trust_code=trust_code,
         )
     term.print(f"[bold]original[/] {res.original}\n[bold]refined [/] {res.refined}")
     for dead in res.summary.get("no_gradient_constants", []):

@@ -16,8 +16,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-from loss_rl.cli._choices import MAX_SEED, ExecutorName
+from loss_rl.cli._choices import DEFAULT_ENV, MAX_SEED, ExecutorName, Kind
 from loss_rl.cli._console import console
 from loss_rl.errors import ConfigError
 
@@ -67,7 +68,7 @@ def _run_with_progress(
 
 def _print_summary(run: Any, out: Console) -> None:
     """The end of a search: counts, timing, the best loss, verification and what to do next."""
-    from loss_rl.cli._tables import verification_table
+    from loss_rl.cli._tables import verification_parts
 
     s = run.summary or {}
     ev = s.get("evaluations", {})
@@ -80,14 +81,18 @@ def _print_summary(run: Any, out: Console) -> None:
     )
     best = s.get("best")
     if best:
-        out.print(f"[bold]Best loss[/] {best['expression']}  (val {best['val_score']:.4f})")
+        noisy = " on noisy labels" if (s.get("protocol") or {}).get("val_labels") == "noisy" else ""
+        out.print(
+            Text.assemble(
+                ("Best loss ", "bold"),
+                best["expression"],
+                f"  (val {best['val_score']:.4f}{noisy})",
+            )
+        )
     ver = s.get("verification")
     if ver:
-        title = (
-            f"verification: {ver.get('steps')} steps, {len(ver.get('seeds', []))} fresh seeds, "
-            "test split"
-        )
-        out.print(verification_table(ver["table"], ver.get("metric", "score"), title))
+        for part in verification_parts(ver):
+            out.print(part)
     out.print(
         f"\nInspect:  loss-rl inspect {run.path} --html\n"
         f"Export:   loss-rl export {run.path} --format py --out discovered_loss.py"
@@ -103,10 +108,18 @@ def _exit_if_stopped_short(run: Any) -> None:
         raise typer.Exit(EXIT_STOPPED_SHORT)
 
 
+SMALL_VAL = 100
+"""A validation split under this many rows gets a warning (``--data``)."""
+
+
 def search(
-    env: Annotated[str, typer.Option(help="Env preset name (envs/*.yaml) or a YAML path.")] = (
-        "digits_noisy"
-    ),
+    env: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Env preset name (envs/*.yaml) or a YAML path. Default: {DEFAULT_ENV}; with "
+            "--data, the default preset of the data's task kind (its search settings)."
+        ),
+    ] = None,
     agent: Annotated[
         str,
         typer.Option(
@@ -154,15 +167,88 @@ def search(
             "Default: $RAY_ADDRESS, else a private local Ray instance."
         ),
     ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Search on your data: a CSV, Parquet, .npz (arrays x, y) or .npy file. "
+            "Everything else comes from --env.",
+            rich_help_panel="Your data",
+        ),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="The label column of --data (CSV/Parquet; a column index for .npy).",
+            rich_help_panel="Your data",
+        ),
+    ] = None,
+    kind: Annotated[
+        Kind | None,
+        typer.Option(
+            help="Task kind of --data (default: inferred from the target, and printed).",
+            rich_help_panel="Your data",
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Fraction of --data held out for validation (default: the preset's).",
+            min=0.0,
+            max=1.0,
+            rich_help_panel="Your data",
+        ),
+    ] = None,
+    test: Annotated[
+        Path | None,
+        typer.Option(
+            help="A test file with the same columns as --data (default: a fraction is drawn).",
+            rich_help_panel="Your data",
+        ),
+    ] = None,
+    drop_missing: Annotated[
+        bool,
+        typer.Option(
+            "--drop-missing",
+            help="Leave out rows with missing or infinite values instead of refusing them.",
+            rich_help_panel="Your data",
+        ),
+    ] = False,
 ) -> None:
     """Search for a loss: the agent edits losses, each scored by a short inner training.
 
-    --agent may also be a run folder: its agent, starting from its trained policy. Exits with
-    code 3 when the search stops before its budget (summary.json says why).
+    --agent may also be a run folder: its agent, starting from its trained policy. With --data
+    the task reads your file (numeric features standardised on the training split, text columns
+    one-hot encoded, no label noise injected). Exits with code 3 when the search stops before
+    its budget (summary.json says why).
     """
-    from loss_rl._search import Search
+    from loss_rl._search import DataSpec, Search
 
     term = console()
+    if data is None:
+        for given, flag in (
+            (target, "--target"),
+            (kind, "--kind"),
+            (val_fraction, "--val-fraction"),
+            (test, "--test"),
+        ):
+            if given is not None:
+                raise ConfigError(f"{flag} describes --data; give --data PATH too", field=flag)
+        if drop_missing:
+            raise ConfigError(
+                "--drop-missing describes --data; give --data PATH too", field="--drop-missing"
+            )
+    spec = (
+        DataSpec(
+            data,
+            target,
+            kind.value if kind is not None else None,
+            val_fraction,
+            test,
+            drop_missing,
+        )
+        if data is not None
+        else None
+    )
     s = Search.create(
         env,
         agent,
@@ -177,7 +263,18 @@ def search(
         executor=executor.value if executor else None,
         ray_address=ray_address,
         cap=not no_cap,
+        data=spec,
     )
+    if spec is not None:
+        record = s.data_record or {}
+        term.print(Text(f"Data: {record.get('summary', data)}"), soft_wrap=True)
+        n_val = s.env_preset.task.split.sizes(int(record.get("rows") or 0))[0]
+        if 0 < n_val < SMALL_VAL:
+            term.print(
+                f"[yellow]The validation split holds {n_val} rows: one row is "
+                f"{100 / n_val:.1f} points of accuracy, so the search ranks losses coarsely; "
+                "the verification's tuned references are the comparison to trust.[/]"
+            )
     where = "" if s.executor_config.name == "inprocess" else f", executor {s.executor_config.name}"
     term.print(
         f"Run folder: {s.path}  (env {s.env_preset.name}, agent {s.agent_config.algo}, "
@@ -209,6 +306,14 @@ def pretrain(
     resume: Annotated[
         Path | None, typer.Option(help="Continue this interrupted pretraining folder.")
     ] = None,
+    trust_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-code",
+            help="With --resume: import model factories the folder's tasks name (it runs that "
+            "code). Only for folders whose author you trust.",
+        ),
+    ] = False,
 ) -> None:
     """Pretrain a loss-design policy across the tasks of a suite (one task per episode).
 
@@ -219,7 +324,7 @@ def pretrain(
 
     term = console()
     if resume is not None:
-        p = Pretraining.open(resume)
+        p = Pretraining.open(resume, trust_code=trust_code)
         p.log_command(_command_line())
     elif suite is None:
         from loss_rl.presets import list_suites
@@ -253,6 +358,14 @@ def pretrain(
 
 def resume(
     run: Annotated[Path, typer.Argument(help="The run folder to continue.")],
+    trust_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-code",
+            help="Import the model factory the run folder names (task.model.factory): it runs "
+            "that code. Only for folders whose author you trust.",
+        ),
+    ] = False,
 ) -> None:
     """Continue an interrupted run to its budget (finished evaluations are never re-trained).
 
@@ -261,7 +374,7 @@ def resume(
     from loss_rl._search import Search
 
     term = console()
-    s = Search.open(run)
+    s = Search.open(run, trust_code=trust_code)
     s.log_command(_command_line())
     term.print(f"Resuming {s.path} (budget {s.budget} trainings)")
     finished = _run_with_progress(s, term)

@@ -46,7 +46,11 @@ def loss_table(
 
 
 def verification_table(rows: Sequence[Mapping[str, Any]], metric: str, title: str) -> Table:
-    """A verification table (:func:`loss_rl.verify.verify`): the found losses in bold green."""
+    """A verification table (:func:`loss_rl.verify.verify`): the found losses in bold green.
+
+    A reference shows its tuned hyper-parameters next to its name; a loss under test that is a
+    library loss up to scale says which (``= mae up to scale (×0.25)``) in yellow.
+    """
     table = Table(title=title, title_justify="left")
     columns = (
         "loss",
@@ -55,28 +59,61 @@ def verification_table(rows: Sequence[Mapping[str, Any]], metric: str, title: st
         "95% CI",
         "Δ vs CE",
         "p",
-        "Δ vs best ref",
+        "Δ vs best ref [95% CI]",
         "p",
         "n",
     )
     for col in columns:
-        table.add_column(col, overflow="fold" if col == "expression" else "ellipsis")
+        table.add_column(col, overflow="fold" if col in ("loss", "expression") else "ellipsis")
     for r in rows:
         expr = r["expression"] if len(r["expression"]) <= 60 else r["expression"][:57] + "..."
         diverged = f" ({r['diverged']} div.)" if r.get("diverged") else ""
+        name = Text(str(r["loss"]))
+        if r.get("params"):
+            name.append(f" ({r['params']})")
+        if r.get("known_as"):
+            name.append(f"\n= {r['known_as']}", style="yellow")
+        low, high = r.get("diff_vs_best_ref_low"), r.get("diff_vs_best_ref_high")
+        ci = f" [{format_number(low)}, {format_number(high)}]" if low is not None else ""
         table.add_row(
-            r["loss"],
-            expr,
+            name,
+            Text(expr),
             format_number(r["mean"]),
             f"[{format_number(r['ci_low'])}, {format_number(r['ci_high'])}]",
             format_number(r["diff_vs_ce"]),
             format_number(r["p_vs_ce"], 3),
-            format_number(r["diff_vs_best_ref"]),
+            format_number(r["diff_vs_best_ref"]) + ci,
             format_number(r["p_vs_best_ref"], 3),
             f"{r['n']}{diverged}",
             style="bold green" if not r.get("reference") else None,
         )
     return table
+
+
+def verification_parts(ver: Mapping[str, Any]) -> Iterator[RenderableType]:
+    """A run's verification (``summary.json``): the table, the best tuned reference, the verdict.
+
+    Summaries from before the honest protocol have no reference or verdict: only the table.
+    """
+    seeds = len(ver.get("seeds") or [])
+    select = {"best": " (best validation checkpoint)", "last": " (last step)"}
+    title = (
+        f"verification: {ver.get('steps')} steps{select.get(str(ver.get('select')), '')}, "
+        f"{seeds} fresh seeds, test split"
+    )
+    yield verification_table(ver["table"], ver.get("metric", "score"), title)
+    ref = ver.get("best_reference")
+    if ref:
+        params = ", ".join(f"{k}={v:g}" for k, v in (ref.get("params") or {}).items())
+        tuned = ver.get("tuning_trainings")
+        yield Text.assemble(
+            ("Best tuned reference ", "bold"),
+            ref["name"] + (f" ({params})" if params else ""),
+            f": test {format_number(ref['test_mean'])}",
+            f" (references tuned on validation with {tuned} trainings)" if tuned else "",
+        )
+    if ver.get("verdict"):
+        yield Text(str(ver["verdict"]), style="bold")
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -139,9 +176,7 @@ def inspection(ins: Inspection) -> Iterator[RenderableType]:
     yield top_table(s["top"])
     ver = s.get("verification")
     if ver:
-        seeds = len(ver.get("seeds") or [])
-        title = f"verification: {ver.get('steps')} steps, {seeds} fresh seeds, test split"
-        yield verification_table(ver["table"], ver.get("metric", "score"), title)
+        yield from verification_parts(ver)
     if ins.rollout is not None:
         yield rollout_table(ins.rollout)
         yield usage_table(ins.usage)
@@ -175,6 +210,16 @@ def run_facts_table(summary: Mapping[str, Any]) -> Table:
         ("resolved without training", f"{resolved} of {ev['proposed']} proposals"),
         ("reference (CE) val", format_number(s["reference_score"])),
     ]
+    data = s.get("data")
+    if data:
+        facts.insert(
+            3,
+            (
+                "data",
+                f"{data.get('summary', data.get('path'))} (sha256 "
+                f"{str(data.get('sha256', ''))[:12]}…)",
+            ),
+        )
     for key, value in facts:
         table.add_row(key, Text(str(value)))
     return table

@@ -1,5 +1,6 @@
 """The loss language: primitives, expression trees, parsing, canonical keys, compilation,
-code generation, numeric fingerprints, validity checks and the library of known losses.
+code generation, numeric fingerprints, validity checks, the library of known losses and the
+novelty check against it.
 
 This package imports nothing else of loss_rl (but :mod:`loss_rl.errors`).
 """
@@ -42,6 +43,7 @@ from loss_rl.expr._nodes import (
     op,
     task_kind,
 )
+from loss_rl.expr._novelty import GRADIENT_RTOL, KnownMatch, known_equivalent
 from loss_rl.expr._parse import parse
 from loss_rl.expr._probes import probes
 from loss_rl.expr.library import KNOWN_LOSSES, KnownLoss, known_loss
@@ -51,6 +53,7 @@ __all__ = [
     "BINARY_OPS",
     "EPS",
     "EXP_MAX",
+    "GRADIENT_RTOL",
     "GUARD_NOTES",
     "HELPERS",
     "KNOWN_LOSSES",
@@ -66,6 +69,7 @@ __all__ = [
     "Expr",
     "ExprLoss",
     "KnownLoss",
+    "KnownMatch",
     "Leaf",
     "LeafContext",
     "LeafSpec",
@@ -81,6 +85,7 @@ __all__ = [
     "fingerprint",
     "integer_exponent",
     "is_vector",
+    "known_equivalent",
     "known_loss",
     "latex",
     "leaf",

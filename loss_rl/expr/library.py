@@ -100,7 +100,14 @@ def baikal() -> Expr:
 
 def taylor_glo(
     theta: tuple[float, float, float, float, float, float, float, float] = (
-        0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0,
+        0.0,
+        0.0,
+        0.0,
+        -1.0,
+        0.0,
+        1.0,
+        0.0,
+        0.0,
     ),
 ) -> Expr:
     r"""Third-order TaylorGLO polynomial.
@@ -168,6 +175,9 @@ class KnownLoss:
         build: Builder taking the hyper-parameters as keyword arguments.
         defaults: Default hyper-parameters.
         title: Human-readable name.
+        grid: The values each hyper-parameter is tuned over when the loss is a reference of a
+            verification (the product of the lists; see :meth:`variants`). Small on purpose:
+            each point costs one full training per verification seed.
     """
 
     name: str
@@ -175,6 +185,7 @@ class KnownLoss:
     build: Callable[..., Expr]
     defaults: dict[str, float] = field(default_factory=dict)
     title: str = ""
+    grid: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def expr(self, **params: float) -> Expr:
         """The expression with ``params`` overriding the defaults."""
@@ -187,6 +198,20 @@ class KnownLoss:
             )
         return self.build(**{**self.defaults, **params})
 
+    def variants(self) -> list[dict[str, float]]:
+        """Every hyper-parameter setting of the tuning grid, the defaults first.
+
+        The defaults lead so that a tie in tuning keeps them; a grid point equal to the defaults
+        is not repeated. A loss without a grid has one variant, ``{}``.
+        """
+        points: list[dict[str, float]] = [{}]
+        for key, values in self.grid.items():
+            points = [{**pt, key: float(v)} for pt in points for v in values]
+        full = [{**self.defaults, **pt} for pt in points]
+        out = [dict(self.defaults)]
+        out += [pt for pt in full if pt != self.defaults]
+        return out
+
 
 _C, _R = TaskKind.CLASSIFICATION, TaskKind.REGRESSION
 
@@ -194,20 +219,53 @@ KNOWN_LOSSES: dict[str, KnownLoss] = {
     k.name: k
     for k in (
         KnownLoss("ce", _C, cross_entropy, {}, "cross-entropy"),
-        KnownLoss("label_smoothing", _C, label_smoothing, {"alpha": 0.1}, "label smoothing"),
-        KnownLoss("focal", _C, focal, {"gamma": 2.0}, "focal loss"),
+        KnownLoss(
+            "label_smoothing",
+            _C,
+            label_smoothing,
+            {"alpha": 0.1},
+            "label smoothing",
+            {"alpha": (0.05, 0.1, 0.2, 0.4)},
+        ),
+        KnownLoss(
+            "focal", _C, focal, {"gamma": 2.0}, "focal loss", {"gamma": (0.5, 1.0, 2.0, 5.0)}
+        ),
         KnownLoss("mae", _C, mae, {}, "MAE on probabilities"),
-        KnownLoss("gce", _C, gce, {"q": 0.7}, "generalised cross-entropy"),
-        KnownLoss("sce", _C, sce, {"alpha": 0.1, "beta": 1.0}, "symmetric cross-entropy"),
-        KnownLoss("nce_rce", _C, nce_rce, {"alpha": 1.0, "beta": 1.0}, "NCE+RCE"),
-        KnownLoss("poly1", _C, poly1, {"epsilon": 1.0}, "Poly-1"),
+        KnownLoss(
+            "gce", _C, gce, {"q": 0.7}, "generalised cross-entropy", {"q": (0.3, 0.5, 0.7, 0.9)}
+        ),
+        # SCE: Wang et al. use (0.1, 1.0) on CIFAR-10 and large α with small β on CIFAR-100.
+        KnownLoss(
+            "sce",
+            _C,
+            sce,
+            {"alpha": 0.1, "beta": 1.0},
+            "symmetric cross-entropy",
+            {"alpha": (0.1, 1.0), "beta": (0.1, 1.0)},
+        ),
+        # NCE+RCE: Ma et al. use (1, 1) on CIFAR-10 and (10, 0.1) on CIFAR-100.
+        KnownLoss(
+            "nce_rce",
+            _C,
+            nce_rce,
+            {"alpha": 1.0, "beta": 1.0},
+            "NCE+RCE",
+            {"alpha": (1.0, 10.0), "beta": (0.1, 1.0)},
+        ),
+        # Poly-1: Leng et al. find ε = -1 best on some tasks and ε > 0 on others.
+        KnownLoss(
+            "poly1", _C, poly1, {"epsilon": 1.0}, "Poly-1", {"epsilon": (-1.0, 1.0, 2.0, 5.0)}
+        ),
         KnownLoss("baikal", _C, baikal, {}, "Baikal"),
         KnownLoss("taylor_glo", _C, lambda: taylor_glo(), {}, "TaylorGLO (3rd order)"),
         KnownLoss("mse", _R, mse, {}, "mean squared error"),
         KnownLoss("l1", _R, l1, {}, "mean absolute error"),
-        KnownLoss("huber", _R, huber, {"delta": 1.0}, "Huber"),
+        # Huber δ in standardised target units (the trainer standardises regression targets).
+        KnownLoss("huber", _R, huber, {"delta": 1.0}, "Huber", {"delta": (0.1, 0.3, 1.0, 3.0)}),
         KnownLoss("log_cosh", _R, log_cosh, {}, "log-cosh"),
-        KnownLoss("quantile", _R, quantile, {"tau": 0.5}, "quantile (pinball)"),
+        KnownLoss(
+            "quantile", _R, quantile, {"tau": 0.5}, "quantile (pinball)", {"tau": (0.3, 0.5, 0.7)}
+        ),
     )
 }
 

@@ -83,6 +83,9 @@ def render_html(
         ("resolved without training", format_number(s["resolved_without_training"], 3)),
         ("reference (CE) score", format_number(s["reference_score"])),
     ]
+    data = s.get("data")
+    if data:
+        facts.insert(3, ("data", f"{data.get('summary', data.get('path'))}"))
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>loss_rl report: {e(s['name'])}</title><style>{_CSS}</style></head><body>",
@@ -104,12 +107,24 @@ def render_html(
     parts.append(f"<h2>Top {len(s['top'])} losses (validation)</h2>" + _table(s["top"]))
     ver = s.get("verification")
     if ver:
-        cols = ["loss", "expression", "mean", "ci_low", "ci_high", "diff_vs_ce", "p_vs_ce", "n"]
-        parts.append(
-            f"<h2>Verification ({e(str(ver.get('steps')))} steps, "
-            f"{len(ver.get('seeds') or [])} fresh seeds, test {e(str(ver.get('metric')))})</h2>"
-            + _table(ver.get("table", []), cols)
+        cols = ["loss", "params", "expression", "known_as", "mean", "ci_low", "ci_high"]
+        cols += ["diff_vs_ce", "p_vs_ce", "diff_vs_best_ref", "p_vs_best_ref", "n"]
+        rows = ver.get("table", [])
+        # Summaries from before tuned references lack some columns: show what there is.
+        cols = [c for c in cols if any(c in r for r in rows)]
+        select = {"best": ", best validation checkpoint", "last": ", last step"}.get(
+            str(ver.get("select")), ""
         )
+        tuned = ver.get("tuning_trainings")
+        parts.append(
+            f"<h2>Verification ({e(str(ver.get('steps')))} steps{e(select)}, "
+            f"{len(ver.get('seeds') or [])} fresh seeds, test {e(str(ver.get('metric')))}"
+            + (f", references tuned with {e(str(tuned))} trainings" if tuned else "")
+            + ")</h2>"
+        )
+        if ver.get("verdict"):
+            parts.append(f"<p class='verdict' id='verdict'>{e(str(ver['verdict']))}</p>")
+        parts.append(_table(rows, cols))
     if rollout is not None:
         r = rollout
         parts.append(

@@ -25,6 +25,7 @@ from loss_rl.inspect._stats import (
     outcomes_recorded_actions,
     reference_score,
 )
+from loss_rl.presets import TRUST_HINT
 from loss_rl.store import Run, load_run
 
 REPORT = "report.html"
@@ -117,6 +118,9 @@ def run_summary(run: Run, top: int = 5) -> dict[str, Any]:
             "task": env.get("description"),
             "dataset": task.get("dataset", {}).get("name") if isinstance(task, dict) else None,
             "metric": task.get("metric") if isinstance(task, dict) else None,
+            # A search on the user's data: what the file held (data.json), else None.
+            "data": run.data,
+            "protocol": s.get("protocol"),
             "agent": run.algo,
             "budget": run.budget,
             "evaluations": counts,
@@ -149,6 +153,7 @@ def inspect_run(
     seed: int = 0,
     usage_episodes: int = 8,
     train: bool = True,
+    trust_code: bool = False,
 ) -> Inspection:
     """Gather the summary, policy inspection and plots of a run.
 
@@ -161,6 +166,9 @@ def inspect_run(
         seed: Seed of the rollouts.
         usage_episodes: Stochastic episodes behind the edit usage.
         train: Let the greedy rollout train losses the search never evaluated.
+        trust_code: Let that training import the model factory the run folder names
+            (``task.model.factory``); without it such a run's rollout answers from the ledger
+            only, with a note (opening a shared run folder never runs its code).
 
     Raises:
         RunError: if ``run`` is not a run folder or its ledger is from a newer loss_rl.
@@ -174,6 +182,14 @@ def inspect_run(
             notes.append(f"{other.path} searched another task ({other.env_name}): not overlaid")
         else:
             overlay.append(other)
+    if train and not trust_code:
+        factory = run.env.get("task", {}).get("model", {}).get("factory")
+        if run.env.get("task", {}).get("model", {}).get("kind") == "module":
+            train = False
+            notes.append(
+                f"the rollout trains nothing new: the run's model is built by code it names "
+                f"({factory!r}); pass {TRUST_HINT} to let it"
+            )
     roll: Rollout | None = None
     usage = pd.DataFrame(columns=["edit", "count", "share"])
     compatible = not any("newer loss_rl" in n for n in notes)

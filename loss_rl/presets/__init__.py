@@ -38,17 +38,20 @@ from loss_rl.presets._suite import (
     parse_suite,
     suite_dirs,
 )
+from loss_rl.presets._trust import TRUST_HINT, code_of, require_code_trust
 
 __all__ = [
     "DEFAULT_ENV",
     "ENV_ID",
     "MAX_BUDGET",
+    "TRUST_HINT",
     "EnvPreset",
     "EvaluationConfig",
     "PresetKind",
     "Suite",
     "VerificationConfig",
     "check_budget",
+    "code_of",
     "env_config",
     "find_preset",
     "find_suite",
@@ -65,6 +68,7 @@ __all__ = [
     "parse_suite",
     "preset_dirs",
     "register_envs",
+    "require_code_trust",
     "run_env_config",
     "suite_dirs",
     "task_features",

@@ -6,6 +6,8 @@ The presets live at the top of the repository (rl-zoo3 style) and are copied int
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,3 +111,49 @@ def load_yaml(path: Path, field: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level", field=field)
     return data
+
+
+#: Options of ``task.dataset`` that name files (a ``file`` dataset's data and test files).
+DATA_PATH_OPTIONS: tuple[str, ...] = ("path", "test_path")
+
+
+def resolve_data_paths(task: Any, folder: Path) -> Any:
+    """A copy of a preset's ``task:`` data whose relative file paths start at ``folder``.
+
+    A preset that names ``path: data.csv`` means the file next to it, wherever the command runs
+    from: the loader of a YAML *file* passes the file's folder. The paths become absolute
+    (``~`` expanded), which is also what a run folder's ``config.yaml`` then records. Anything
+    that is not a dataset mapping with such string options comes back unchanged (the config's
+    own validation reports it).
+
+    Args:
+        task: The ``task:`` value of a preset, as read from YAML.
+        folder: The folder of the YAML file.
+
+    Returns:
+        ``task``, or a copy with ``dataset.path`` / ``dataset.test_path`` and a ``.py`` file of
+        ``model.factory`` (``"model.py:make"``) made absolute.
+    """
+    if not isinstance(task, Mapping):
+        return task
+    out = dict(task)
+    if isinstance(task.get("dataset"), Mapping):
+        dataset = dict(task["dataset"])
+        for key in DATA_PATH_OPTIONS:
+            value = dataset.get(key)
+            if isinstance(value, str) and value.strip():
+                dataset[key] = _absolute(value, folder)
+        out["dataset"] = dataset
+    model = task.get("model")
+    if isinstance(model, Mapping) and isinstance(model.get("factory"), str):
+        # A model factory given as "file.py:function" sits next to the preset too.
+        module, sep, function = model["factory"].rpartition(":")
+        if sep and module.endswith(".py"):
+            out["model"] = {**model, "factory": f"{_absolute(module, folder)}:{function}"}
+    return out
+
+
+def _absolute(value: str, folder: Path) -> str:
+    given = Path(value).expanduser()
+    # abspath also normalises "../data.csv"; a symlinked folder is kept as named.
+    return os.path.abspath(given if given.is_absolute() else folder / given)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from loss_rl.envs import EnvConfig, LossDesignEnv
     from loss_rl.store import RunConfig
 
-DEFAULT_ENV = "digits_noisy"
+DEFAULT_ENV = "synthetic_noisy"
 """The env preset of ``loss-rl search`` without ``--env``."""
 
 ENV_ID = "loss_rl/LossDesign-v0"

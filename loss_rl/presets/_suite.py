@@ -41,7 +41,7 @@ from loss_rl.presets._env import (
     load_env_file,
     parse_env_preset,
 )
-from loss_rl.presets._files import load_yaml, preset_dirs
+from loss_rl.presets._files import load_yaml, preset_dirs, resolve_data_paths
 from loss_rl.schema import parse_section
 
 SUITE_DIR = "suites"
@@ -183,8 +183,11 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_suite(data: dict[str, Any], name: str) -> Suite:
+def parse_suite(data: dict[str, Any], name: str, folder: Path | None = None) -> Suite:
     """Validate a suite mapping.
+
+    ``folder`` is the suite file's folder: relative data files and ``.py`` model factories of
+    its inline tasks are taken relative to it (:func:`resolve_data_paths`).
 
     Raises:
         ConfigError: naming the field — unknown keys, fewer than two tasks, tasks of different
@@ -244,6 +247,8 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
             task_dict = load_env_file(spec["preset"]).task.to_dict()
         else:
             task_dict = _merge(defaults, spec)
+            if folder is not None:
+                task_dict = resolve_data_paths(task_dict, folder)
         preset_data = {
             "description": f"task {tname} of suite {name}",
             "task": task_dict,
@@ -288,7 +293,7 @@ def parse_suite(data: dict[str, Any], name: str) -> Suite:
 def load_suite(name_or_path: str | Path) -> Suite:
     """Load and validate a suite by name (``envs/suites/<name>.yaml``) or path."""
     path = find_suite(name_or_path)
-    return parse_suite(load_yaml(path, "suite"), path.stem)
+    return parse_suite(load_yaml(path, "suite"), path.stem, path.parent)
 
 
 def load_suite_task(spec: str) -> EnvPreset:

@@ -28,6 +28,7 @@ from loss_rl.store._config import CONFIG_VERSION, RunConfig
 from loss_rl.store._files import (
     AGENT_ZIP,
     CONFIG,
+    DATA_RECORD,
     LEDGER,
     LOCK,
     SUMMARY,
@@ -44,6 +45,7 @@ __all__ = [
     "AGENT_ZIP",
     "CONFIG",
     "CONFIG_VERSION",
+    "DATA_RECORD",
     "LEDGER",
     "LEDGER_SCHEMA_VERSION",
     "LOCK",

@@ -15,8 +15,33 @@ if sys.platform != "win32":
     pass
 
 
-CONFIG_VERSION = 1
-"""Version of a search run's ``config.yaml``; a newer one is refused (upgrade loss_rl)."""
+CONFIG_VERSION = 2
+"""Version of a search run's ``config.yaml``; a newer one is refused (upgrade loss_rl).
+
+2: the honest protocol's defaults (checkpoint selection, noisy validation labels, tuned
+references); a version-1 config is read with the settings it ran with (:func:`_from_v1`).
+"""
+
+
+def _from_v1(env: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 env preset with the defaults of its time written out.
+
+    Version 1 trained to the last step, kept validation labels clean and verified against
+    untuned references; later defaults must not change what a resumed run evaluates.
+    """
+    env = dict(env)
+    task = dict(env.get("task") or {})
+    training = dict(task.get("training") or {})
+    training.setdefault("select", "last")
+    task["training"] = training
+    corruption = task.get("corruption")
+    if isinstance(corruption, dict) and corruption.get("kind") in ("symmetric", "pairflip"):
+        task["corruption"] = {**corruption, "val": corruption.get("val", "clean")}
+    env["task"] = task
+    verification = dict(env.get("verification") or {})
+    verification.setdefault("tune_references", False)
+    env["verification"] = verification
+    return env
 
 
 @dataclass
@@ -101,10 +126,11 @@ class RunConfig:
             if not isinstance(data[key], dict):
                 raise RunError(f"{where}: {key!r} must be a mapping")
         known = {f.name for f in fields(cls)} - {"extra"}
+        env = dict(data["env"]) if version >= 2 else _from_v1(dict(data["env"]))
         try:
             return cls(
                 env_name=str(data["env_name"]),
-                env=dict(data["env"]),
+                env=env,
                 agent=dict(data["agent"]),
                 budget=int(data["budget"]),
                 seed=int(data["seed"]),
@@ -117,7 +143,7 @@ class RunConfig:
                 task_features=(
                     [float(v) for v in data["task_features"]] if data.get("task_features") else None
                 ),
-                version=version or CONFIG_VERSION,
+                version=CONFIG_VERSION,
                 extra={k: v for k, v in data.items() if k not in known},
             )
         except (TypeError, ValueError) as err:

@@ -21,6 +21,8 @@ if sys.platform != "win32":
 LEDGER = "ledger.sqlite"
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
+DATA_RECORD = "data.json"
+"""A search on the user's data: what the file held (path, size, SHA-256, columns, task kind)."""
 AGENT_ZIP = "agent.zip"
 """The agent checkpoint (the agents layer writes it; the store only checks that it is whole)."""
 LOCK = "run.lock"

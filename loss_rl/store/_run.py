@@ -17,6 +17,7 @@ from loss_rl.store._files import (
     _FIX,
     AGENT_ZIP,
     CONFIG,
+    DATA_RECORD,
     LEDGER,
     SUMMARY,
     check_zip,
@@ -130,6 +131,22 @@ class Run:
             return None
         row = top.iloc[0]
         return {"expression": row["expression"], "key": row["key"], "val_score": row["score"]}
+
+    @property
+    def data(self) -> dict[str, Any] | None:
+        """What a search on the user's data read (``data.json``), else ``None``.
+
+        Keys: :func:`loss_rl.tasks.describe_file_data` (path, size_bytes, sha256, rows,
+        columns, target, task_kind, kind_inferred, classes, summary, ...). A missing or
+        unreadable record is ``None``: it only describes, nothing depends on it.
+        """
+        import json
+
+        try:
+            data = json.loads((self.path / DATA_RECORD).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     # Lenient views of config.yaml: a run from a newer loss_rl, or an incomplete one, is still
     # listed and its ledger inspected; only resuming it needs the whole, typed RunConfig.

@@ -1,14 +1,16 @@
-"""Tasks: datasets (bundled or generated offline) × corruptions × splits × model specs.
+"""Tasks: datasets (bundled, generated offline, or a user's file) × corruptions × splits × models.
 
 A :class:`TaskConfig` describes a task in a few YAML-able lines; :func:`load_task` turns it and a
 seed into tensors (train for inner training, val for the reward, test for reports only);
-:func:`build_model` builds the single model a task trains. Nothing here knows about RL.
+:func:`build_model` builds the single model a task trains (a built-in one, or any
+``torch.nn.Module`` a factory builds: :func:`load_factory`). Nothing here knows about RL.
 """
 
 from loss_rl.tasks._config import (
     ACTIVATIONS,
     DATASET_KINDS,
     DEFAULT_METRIC,
+    FILE_DATASET,
     METRICS,
     CorruptionConfig,
     DatasetConfig,
@@ -26,8 +28,9 @@ from loss_rl.tasks._data import (
     load_task,
     provide_task_data,
 )
-from loss_rl.tasks._datasets import CACHE_ENV, RawDataset, cache_dir, load_raw
-from loss_rl.tasks._models import ACTIVATION_MODULES, build_model, conv_lengths
+from loss_rl.tasks._datasets import CACHE_ENV, RawDataset, cache_dir, describe_file_data, load_raw
+from loss_rl.tasks._files import FILE_FORMATS, file_sha256
+from loss_rl.tasks._models import ACTIVATION_MODULES, build_model, conv_lengths, load_factory
 
 __all__ = [
     "ACTIVATIONS",
@@ -35,6 +38,8 @@ __all__ = [
     "CACHE_ENV",
     "DATASET_KINDS",
     "DEFAULT_METRIC",
+    "FILE_DATASET",
+    "FILE_FORMATS",
     "METRICS",
     "CorruptionConfig",
     "DatasetConfig",
@@ -50,7 +55,10 @@ __all__ = [
     "cache_dir",
     "conv_lengths",
     "derive_seed",
+    "describe_file_data",
+    "file_sha256",
     "has_task_data",
+    "load_factory",
     "load_raw",
     "load_task",
     "provide_task_data",

@@ -1,12 +1,16 @@
-"""Turn a :class:`TaskConfig` and a seed into tensors: split, corrupt the training part, scale.
+"""Turn a :class:`TaskConfig` and a seed into tensors: split, corrupt, scale.
 
 Order of operations (all deterministic in the seed):
 
 1. **split** the whole dataset into val / test / train (stratified by class unless disabled);
-2. **corrupt** only the training part (label noise, imbalance or subsampling), recording the
-   clean labels and which rows changed;
-3. **standardise** features (and regression targets) with statistics of the final training part
-   only; val and test are transformed with the same statistics and are never corrupted.
+2. **corrupt** the training part (label noise, imbalance or subsampling), recording the clean
+   labels and which rows changed;
+3. **corrupt the validation labels** with the same label noise (kind and rate) when the task's
+   ``corruption.val`` is ``noisy`` (the default for ``symmetric`` / ``pairflip``), from a random
+   stream of its own: the split, the training part and the test part are the same as with
+   ``val: clean``. The test part is never corrupted;
+4. **standardise** features (and regression targets) with statistics of the final training part
+   only; val and test are transformed with the same statistics.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ from loss_rl.expr import TaskKind
 from loss_rl.tasks._config import CorruptionConfig, DatasetConfig, SplitConfig, TaskConfig
 from loss_rl.tasks._datasets import RawDataset, load_raw
 
-_STREAMS = {"data": 0, "init": 1, "batches": 2}
+_STREAMS = {"data": 0, "init": 1, "batches": 2, "val-noise": 3}
 
 
 def derive_seed(seed: int, stream: str) -> int:
-    """An independent 63-bit seed for one use (``data``, ``init``, ``batches``) of ``seed``.
+    """An independent 63-bit seed for one use (``data``, ``init``, ``batches``, ``val-noise``).
 
     Different streams of one seed, and equal streams of different seeds, are statistically
     independent (NumPy ``SeedSequence``).
@@ -59,14 +63,14 @@ class Split:
 
 @dataclass(frozen=True, eq=False)
 class NoiseRecord:
-    """The realised corruption of the training part.
+    """The realised corruption of one part (the training part, or the validation labels).
 
     Attributes:
         kind: The corruption kind.
-        indices: Row of each training sample in the whole dataset.
-        clean_y: Training labels / targets before corruption (original units).
-        corrupted: Which training samples had their label / target changed.
-        dropped: Dataset rows removed from the training part (imbalance, subsample).
+        indices: Row of each sample of the part in the whole dataset.
+        clean_y: Labels / targets of the part before corruption (original units).
+        corrupted: Which samples of the part had their label / target changed.
+        dropped: Dataset rows removed from the part (imbalance, subsample; training only).
     """
 
     kind: str
@@ -77,7 +81,7 @@ class NoiseRecord:
 
     @property
     def rate(self) -> float:
-        """Realised fraction of corrupted training labels."""
+        """Realised fraction of corrupted labels of the part."""
         return float(self.corrupted.mean()) if self.corrupted.size else 0.0
 
 
@@ -90,16 +94,19 @@ class TaskData:
         seed: Seed of the split and corruption.
         kind: Classification or regression.
         train: Training part (possibly corrupted) — inner training only.
-        val: Validation part (clean) — the search reward.
-        test: Test part (clean) — reports only.
+        val: Validation part — the search reward; its labels are noisy when the task's label
+            noise corrupts them (``config.corruption.noisy_val``, see ``val_noise``).
+        test: Test part (never corrupted) — reports only.
         num_classes: Number of classes (``None`` for regression).
         num_features: Number of input features.
-        noise: The realised corruption.
+        noise: The realised corruption of the training part.
         feature_mean: Training feature means used for standardisation.
         feature_std: Training feature stds used for standardisation.
         target_mean: Training target mean (regression; 0 for classification).
         target_std: Training target std (regression; 1 for classification).
         rows: Dataset row of every sample of each part (``train``, ``val``, ``test``).
+        val_noise: The realised corruption of the validation labels (``clean_y``, ``corrupted``,
+            ``rate``), or ``None`` when they are clean.
     """
 
     config: TaskConfig
@@ -116,6 +123,7 @@ class TaskData:
     target_mean: float = 0.0
     target_std: float = 1.0
     rows: dict[str, np.ndarray] = field(default_factory=dict)
+    val_noise: NoiseRecord | None = None
 
     @property
     def num_outputs(self) -> int:
@@ -130,15 +138,19 @@ class TaskData:
 
 
 def _split_order(raw: RawDataset, split: SplitConfig, rng: np.random.Generator) -> np.ndarray:
-    """A random order of the rows whose every prefix is (nearly) stratified by class."""
-    n = len(raw.y)
+    """A random order of the rows to split whose every prefix is (nearly) stratified by class.
+
+    The rows to split are all but the last ``raw.test_rows`` (a test part given as a file).
+    """
+    y = raw.y[: len(raw.y) - raw.test_rows]
+    n = len(y)
     if raw.kind is TaskKind.REGRESSION or not split.stratify:
         return rng.permutation(n)
     # Rank rows within their class at random, then sort by (rank + jitter) / class size: the
     # classes interleave evenly, so taking the first k rows takes ~k·n_c/n rows of class c.
     key = np.empty(n)
     for c in range(raw.num_classes or 0):
-        idx = np.flatnonzero(raw.y == c)
+        idx = np.flatnonzero(y == c)
         key[idx] = (rng.permutation(len(idx)) + rng.random(len(idx))) / len(idx)
     return np.argsort(key, kind="stable")
 
@@ -149,7 +161,11 @@ def _corrupt(
     num_classes: int | None,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return ``(kept_positions, new_y_of_kept, corrupted_mask_of_kept)`` for the training part."""
+    """Return ``(kept_positions, new_y_of_kept, corrupted_mask_of_kept)`` for one part.
+
+    The training part takes every kind; the validation part only label noise (nothing is
+    dropped). Regression symmetric noise draws the new targets from other samples of ``y``.
+    """
     n = len(y)
     keep = np.arange(n)
     path = "task.corruption"
@@ -195,7 +211,7 @@ def _corrupt(
     corrupted = np.zeros(n, dtype=bool)
     if cfg.kind == "symmetric":
         assert cfg.rate is not None
-        m = round(cfg.rate * n)
+        m = round(cfg.rate * n) if n > 1 or num_classes is not None else 0
         rows = rng.choice(n, size=m, replace=False)
         if num_classes is None:
             # Regression: the target of another training sample (an outlier for this input).
@@ -233,11 +249,23 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=64)
 def _load(
     dataset: DatasetConfig, corruption: CorruptionConfig, split: SplitConfig, seed: int
-) -> tuple[RawDataset, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[
+    RawDataset,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    tuple[np.ndarray, np.ndarray] | None,
+]:
     raw = load_raw(dataset)
     rng = np.random.default_rng(derive_seed(seed, "data"))
-    n = len(raw.y)
+    # A test part given as a file (the last raw.test_rows rows) replaces the drawn one.
+    n = len(raw.y) - raw.test_rows
     n_val, n_test = split.sizes(n)
+    if raw.test_rows:
+        n_test = 0
     if n_val + n_test >= n:
         raise ConfigError(
             f"val ({n_val}) + test ({n_test}) leave no training data out of {n} samples",
@@ -245,6 +273,8 @@ def _load(
         )
     order = _split_order(raw, split, rng)
     val_idx, test_idx, train_idx = np.split(order, [n_val, n_val + n_test])
+    if raw.test_rows:
+        test_idx = np.arange(n, len(raw.y))
     if raw.num_classes is not None:
         present = np.bincount(raw.y[train_idx], minlength=raw.num_classes)
         empty = np.flatnonzero(present == 0)
@@ -256,15 +286,24 @@ def _load(
             )
     keep, new_y, corrupted = _corrupt(raw.y[train_idx], corruption, raw.num_classes, rng)
     dropped = np.setdiff1d(train_idx, train_idx[keep])
-    return raw, val_idx, test_idx, train_idx[keep], new_y, corrupted, dropped
+    # The validation labels draw from a stream of their own, after the training part is done:
+    # the split and the training corruption are those of ``val: clean``.
+    val_noise = None
+    if corruption.noisy_val:
+        val_rng = np.random.default_rng(derive_seed(seed, "val-noise"))
+        _, val_y, val_corrupted = _corrupt(raw.y[val_idx], corruption, raw.num_classes, val_rng)
+        val_noise = (val_y, val_corrupted)
+    return raw, val_idx, test_idx, train_idx[keep], new_y, corrupted, dropped, val_noise
 
 
 def load_task(config: TaskConfig, seed: int) -> TaskData:
     """Load, split, corrupt and standardise the task's data for ``seed``.
 
     The same ``(config, seed)`` always gives the same data (cached in-process); different seeds
-    give different splits and noise realisations. Val and test are never corrupted; statistics
-    for standardisation come from the final training part only.
+    give different splits and noise realisations. Label noise also corrupts the validation
+    labels when ``config.corruption.noisy_val`` (the default for ``symmetric`` / ``pairflip``);
+    the test part is never corrupted. Statistics for standardisation come from the final training
+    part only.
 
     Args:
         config: The task.
@@ -311,9 +350,10 @@ def _task_data(
     config: TaskConfig,
 ) -> TaskData:
     derive_seed(seed, "data")  # validates the seed
-    raw, val_idx, test_idx, train_idx, train_y, corrupted, dropped = _load(
+    raw, val_idx, test_idx, train_idx, train_y, corrupted, dropped, val_noise = _load(
         dataset, corruption, split, seed
     )
+    val_y = raw.y[val_idx] if val_noise is None else val_noise[0]
     x_train = raw.x[train_idx]
     f_mean, f_std = _standardise(x_train)
 
@@ -335,9 +375,10 @@ def _task_data(
         config=config,
         seed=seed,
         kind=raw.kind,
-        train=Split(torch.from_numpy(((x_train - f_mean) / f_std).astype(np.float32)),
-                    targets(train_y)),
-        val=Split(feats(val_idx), targets(raw.y[val_idx])),
+        train=Split(
+            torch.from_numpy(((x_train - f_mean) / f_std).astype(np.float32)), targets(train_y)
+        ),
+        val=Split(feats(val_idx), targets(val_y)),
         test=Split(feats(test_idx), targets(raw.y[test_idx])),
         num_classes=raw.num_classes,
         num_features=int(raw.x.shape[1]),
@@ -353,4 +394,13 @@ def _task_data(
         target_mean=t_mean,
         target_std=t_std,
         rows={"train": train_idx, "val": val_idx, "test": test_idx},
+        val_noise=None
+        if val_noise is None
+        else NoiseRecord(
+            kind=corruption.kind,
+            indices=val_idx,
+            clean_y=raw.y[val_idx].copy(),
+            corrupted=val_noise[1],
+            dropped=np.empty(0, dtype=val_idx.dtype),
+        ),
     )

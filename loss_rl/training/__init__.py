@@ -7,6 +7,7 @@ Threads and processes: see :mod:`loss_rl.training._workers` — the population i
 worker processes of one torch thread each (``$LOSS_RL_WORKERS``, default one per core).
 """
 
+from loss_rl.training._functional import FunctionalModel, build_population
 from loss_rl.training._metrics import (
     CLASSIFICATION_METRICS,
     METRIC_RANGES,
@@ -18,7 +19,7 @@ from loss_rl.training._metrics import (
 )
 from loss_rl.training._optim import StackedAdam, StackedOptimizer, StackedSGD, make_optimizer
 from loss_rl.training._ploss import LossEval, PopulationLoss
-from loss_rl.training._population import StackedModel
+from loss_rl.training._population import PopulationModel, StackedModel
 from loss_rl.training._program import structure
 from loss_rl.training._reference import (
     batch_schedule,
@@ -47,14 +48,17 @@ __all__ = [
     "REGRESSION_METRICS",
     "SPLITS",
     "WORKERS_ENV",
+    "FunctionalModel",
     "LossEval",
     "PopulationLoss",
+    "PopulationModel",
     "StackedAdam",
     "StackedModel",
     "StackedOptimizer",
     "StackedSGD",
     "TrainResult",
     "batch_schedule",
+    "build_population",
     "classification_metrics",
     "default_workers",
     "evaluate_module",

@@ -12,6 +12,7 @@ transposed to ``[in, out]``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,40 @@ def _activation_backward(name: str, grad: Tensor, pre: Tensor, post: Tensor) -> 
     if name == "leaky_relu":
         return _aten.leaky_relu_backward(grad, pre, 0.01, False)
     raise AssertionError(f"unhandled activation {name}")  # pragma: no cover
+
+
+class PopulationModel(Protocol):
+    """What the trainer needs of a population of ``N`` models trained together.
+
+    Two implementations: :class:`StackedModel` (the built-in kinds, differentiated by hand) and
+    :class:`~loss_rl.training._functional.FunctionalModel` (any ``torch.nn.Module``, with
+    ``torch.func``). Parameter ``k`` of model ``i`` is ``params[k][i]``; the trainer's optimiser
+    updates :attr:`params` in place, and freezes or restores models row by row.
+    """
+
+    n: int
+    num_params: int
+    params: list[Tensor]
+
+    def forward(self, x: Tensor, params: Sequence[Tensor] | None = None) -> Tensor:
+        """Evaluation outputs ``[N, B, C]`` (``[N, B]`` for one output) of inputs ``[N, B, F]``."""
+        ...
+
+    def train_forward(self, x: Tensor) -> Tensor:
+        """Training outputs (detached) of each model's minibatch; keeps what the backward needs."""
+        ...
+
+    def train_backward(self, dz: Tensor) -> list[Tensor]:
+        """Per-model parameter gradients, in the order of ``params``, for ``dz = dL/dZ``."""
+        ...
+
+    def state_dict(self, i: int) -> dict[str, Tensor]:
+        """Model ``i`` in the layout of the plain module's ``state_dict``."""
+        ...
+
+    def module(self, i: int) -> nn.Module:
+        """Model ``i`` as a plain module."""
+        ...
 
 
 class StackedModel:

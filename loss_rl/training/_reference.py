@@ -8,6 +8,8 @@ uses it as the baseline.
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Sequence
 
 import torch
@@ -15,7 +17,7 @@ from torch import Tensor, nn
 
 from loss_rl.expr import Expr, compile_loss
 from loss_rl.tasks import TaskConfig, TaskData, build_model, derive_seed, load_task
-from loss_rl.training._metrics import classification_metrics, regression_metrics
+from loss_rl.training._metrics import classification_metrics, regression_metrics, score_of
 from loss_rl.training._optim import make_torch_optimizer
 
 
@@ -79,9 +81,24 @@ def train_reference(
     fn = compile_loss(loss, task.kind)
     opt = make_torch_optimizer(list(model.parameters()), task.training)
     x, y = data.train.x, data.train.y
-    for idx in batch_schedule(len(data.train), task.training.batch_size, steps, seed):
+    cfg = task.training
+    # Checkpoint selection as the batched trainer does it: a validation check every
+    # ``eval_every`` steps and after the last one; strict improvement keeps the earlier on a tie.
+    best_score, best_state, waits = -math.inf, None, 0
+    for t, idx in enumerate(batch_schedule(len(data.train), cfg.batch_size, steps, seed)):
         value = fn(model(x[idx]), y[idx]).mean()
         opt.zero_grad()
         value.backward()
         opt.step()
+        if cfg.select == "best" and ((t + 1) % cfg.eval_every == 0 or t + 1 == steps):
+            score = score_of(evaluate_module(model, data, "val"), task.score_metric)
+            if score > best_score:
+                best_score, waits = score, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                waits += 1
+                if cfg.patience is not None and waits >= cfg.patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return model, {s: evaluate_module(model, data, s) for s in splits}

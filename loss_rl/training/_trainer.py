@@ -41,10 +41,11 @@ from torch import Tensor
 from loss_rl.errors import ConfigError
 from loss_rl.expr import Expr, TaskKind, compile_loss
 from loss_rl.tasks import TaskConfig, TaskData, build_model, load_task
+from loss_rl.training._functional import build_population
 from loss_rl.training._metrics import classification_metrics, regression_metrics, score_of
 from loss_rl.training._optim import make_optimizer
 from loss_rl.training._ploss import PopulationLoss
-from loss_rl.training._population import StackedModel
+from loss_rl.training._population import PopulationModel
 from loss_rl.training._program import structure
 from loss_rl.training._reference import batch_schedule, init_seed
 from loss_rl.training._workers import default_workers, get_pool, run_chunks
@@ -90,6 +91,9 @@ class TrainResult:
         seconds: Wall time of the pass divided by the number of models in it.
         steps: Optimiser steps actually taken (fewer after divergence or early stopping).
         reason: Why the model diverged, with the step and the offending value (empty when ok).
+        selected_step: With checkpoint selection (``task.training.select == "best"``), the step
+            of the checkpoint the model ends with and is scored with (the best validation
+            score among the checks; the earliest on a tie); ``None`` for ``select: last``.
     """
 
     candidate: int
@@ -101,6 +105,7 @@ class TrainResult:
     seconds: float
     steps: int = 0
     reason: str = ""
+    selected_step: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -116,6 +121,7 @@ class _Outcome:
     diverged_at: int | None = None
     steps: int = 0
     reason: str = ""
+    selected_step: int | None = None
 
 
 class _Data:
@@ -194,12 +200,15 @@ class _Run:
             )
             for s in seeds
         ]
-        self.model = StackedModel(
+        # Built-in kinds: StackedModel; ``module`` models: FunctionalModel (torch.func), whose
+        # random ops (dropout) draw from a private stream seeded by the first seed.
+        self.model: PopulationModel = build_population(
             task.model,
             self.data.num_features,
             self.data.num_outputs,
             inits,
             [m % self.n_seeds for m in range(self.n)],
+            rng_seed=seeds[0],
         )
         self.optimizer = make_optimizer(self.model.params, task.training)
         self.alive = torch.ones(self.n, dtype=torch.bool)
@@ -303,10 +312,13 @@ class _Run:
         schedule = self.data.schedule(steps)
         model, n = self.model, self.n
         x_all, y_all = self.data.x, self.data.y
-        early = cfg.patience is not None
-        if early:
+        # Checkpoint selection (``select: best``) and early stopping share the validation
+        # checks: every ``eval_every`` steps and after the last step.
+        select = cfg.select == "best"
+        if select:
             self.best = torch.full((n,), -math.inf, dtype=torch.float64)
             self.best_params = [p.detach().clone() for p in model.params]
+            self.best_step = torch.full((n,), -1, dtype=torch.long)
             self.waits = torch.zeros(n, dtype=torch.long)
         self.dead_idx = torch.empty(0, dtype=torch.long)
         for t in range(steps):
@@ -328,26 +340,35 @@ class _Run:
                 if self.dead_idx.numel():
                     for keep, p in zip(self.frozen, model.params, strict=True):
                         p.index_copy_(0, self.dead_idx, keep[self.dead_idx])
-            if early and ((t + 1) % cfg.eval_every == 0 or t + 1 == steps):
-                self._early_stop_check(t + 1)
+            if select and ((t + 1) % cfg.eval_every == 0 or t + 1 == steps):
+                self._checkpoint(t + 1)
             if not bool(self.alive.any()):
                 break
-        if early:
+        if select:
+            # Every model ends with its selected checkpoint. A model with no finite check (it
+            # diverged before the first one) keeps its parameters: it is reported as diverged.
             with torch.no_grad():
                 ok = torch.isfinite(self.best)
                 for best, p in zip(self.best_params, model.params, strict=True):
                     p[ok] = best[ok]
 
-    def _early_stop_check(self, step: int) -> None:
+    def _checkpoint(self, step: int) -> None:
+        """Validation check at ``step``: keep each live model's best parameters so far.
+
+        Strict improvement only, so a tie keeps the earlier checkpoint. With ``patience``, a
+        model that has not improved for that many checks stops training.
+        """
         cfg = self.task.training
         scores = self.scores("val")
         improved = (scores > self.best) & self.alive
         self.best = torch.where(improved, scores, self.best)
+        self.best_step = torch.where(improved, step, self.best_step)
         with torch.no_grad():
             for best, p in zip(self.best_params, self.model.params, strict=True):
                 best[improved] = p[improved]
+        if cfg.patience is None:
+            return
         self.waits = torch.where(improved, 0, self.waits + 1)
-        assert cfg.patience is not None
         stop = (self.waits >= cfg.patience) & self.alive
         if bool(stop.any()):
             self._freeze(stop, step, diverged=False)
@@ -438,6 +459,8 @@ def run_population(
             )
             continue
         out.steps = stop_at if stop_at is not None else steps
+        if task.training.select == "best" and steps > 0:
+            out.selected_step = int(run.best_step[m])
         out.metrics = {s_: {k: float(v[m]) for k, v in per_split[s_].items()} for s_ in splits}
         value = score_of(out.metrics[splits[0]], metric)
         if not math.isfinite(value):
@@ -590,6 +613,7 @@ def train(
                     seconds=seconds[c],
                     steps=o.steps,
                     reason=o.reason,
+                    selected_step=o.selected_step,
                 )
             )
     return results_out

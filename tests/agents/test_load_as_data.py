@@ -202,9 +202,15 @@ def test_resume_from_a_poisoned_checkpoint_runs_no_code(ppo_run: Run, tmp_path: 
     config = yaml.safe_load((run.path / "config.yaml").read_text())
     config["budget"] = 24  # more to do, so the resume opens the checkpoint and trains on
     (run.path / "config.yaml").write_text(yaml.safe_dump(config))
+    before = run.summary["evaluations"]["trained"] if run.summary else 0
     done = Search.open(run.path).run(verify_top=False)
     assert not marker.exists()
-    assert done.summary is not None and done.summary["evaluations"]["trained"] >= 24
+    assert done.summary is not None
+    trained = done.summary["evaluations"]["trained"]
+    # It trained on from the checkpoint: to the budget, or until a proposal cap stopped it
+    # (a small policy on iris can keep proposing cached losses; the summary says so).
+    assert trained > before
+    assert trained >= 24 or done.summary["stopped"], done.summary
     # The checkpoint it wrote is clean again: its pickled fields are the fresh agent's objects.
     from stable_baselines3.common.save_util import load_from_zip_file
 

@@ -1,4 +1,6 @@
-"""load_task: deterministic splits, corruption of the training part only, train-only scaling."""
+"""load_task: deterministic splits, corruption of the training part (and, for label noise, the
+validation labels: ``tests/tasks/test_val_noise.py``), never of the test part; train-only scaling.
+"""
 
 from __future__ import annotations
 
@@ -27,12 +29,20 @@ def _cfg(dataset: str = "digits", **sections: object) -> TaskConfig:
 
 
 @pytest.mark.parametrize("corruption", CORRUPTIONS)
-def test_val_and_test_are_never_corrupted(corruption: dict[str, object]) -> None:
+def test_test_is_never_corrupted_and_val_only_by_label_noise(
+    corruption: dict[str, object],
+) -> None:
     data = load_task(_cfg(corruption=corruption), seed=3)
     raw = load_raw(data.config.dataset)
+    # Label noise corrupts the validation labels too by default; nothing else touches them.
+    assert (data.val_noise is not None) == (corruption["kind"] in ("symmetric", "pairflip"))
     for part in ("val", "test"):
         rows = data.rows[part]
-        assert torch.equal(data.split(part).y, torch.from_numpy(raw.y[rows]))
+        expected = raw.y[rows]
+        if part == "val" and data.val_noise is not None:
+            assert np.array_equal(data.val_noise.clean_y, expected)
+            expected = np.where(data.val_noise.corrupted, data.val.y.numpy(), expected)
+        assert torch.equal(data.split(part).y, torch.from_numpy(expected))
         restored = data.split(part).x.double().numpy() * data.feature_std + data.feature_mean
         np.testing.assert_allclose(restored, raw.x[rows], atol=1e-4)
     # The three parts are disjoint.
@@ -105,8 +115,9 @@ def test_standardisation_is_fitted_on_train_only() -> None:
     data = load_task(_cfg("wine"), seed=0)
     x = data.train.x.double()
     assert torch.allclose(x.mean(0), torch.zeros(x.shape[1], dtype=torch.float64), atol=1e-5)
-    assert torch.allclose(x.std(0, unbiased=False), torch.ones(x.shape[1], dtype=torch.float64),
-                          atol=1e-4)
+    assert torch.allclose(
+        x.std(0, unbiased=False), torch.ones(x.shape[1], dtype=torch.float64), atol=1e-4
+    )
     raw = load_raw(data.config.dataset)
     np.testing.assert_allclose(data.feature_mean, raw.x[data.rows["train"]].mean(0))
     # Val has its own statistics: not exactly centred with train's mean.
@@ -114,7 +125,8 @@ def test_standardisation_is_fitted_on_train_only() -> None:
 
 
 def test_regression_targets_are_standardised_with_train_statistics() -> None:
-    data = load_task(_cfg("diabetes", corruption={"kind": "symmetric", "rate": 0.2}), seed=0)
+    corruption = {"kind": "symmetric", "rate": 0.2, "val": "clean"}
+    data = load_task(_cfg("diabetes", corruption=corruption), seed=0)
     assert data.kind is TaskKind.REGRESSION and data.num_classes is None
     assert data.train.y.dtype == torch.float32
     assert float(data.train.y.double().mean()) == pytest.approx(0, abs=1e-5)
@@ -135,10 +147,15 @@ def test_stratified_split_keeps_class_proportions() -> None:
 
 @pytest.mark.parametrize(
     ("name", "kind", "features"),
-    [("digits", TaskKind.CLASSIFICATION, 64), ("breast_cancer", TaskKind.CLASSIFICATION, 30),
-     ("wine", TaskKind.CLASSIFICATION, 13), ("iris", TaskKind.CLASSIFICATION, 4),
-     ("diabetes", TaskKind.REGRESSION, 10), ("synthetic_classification", TaskKind.CLASSIFICATION,
-                                            20), ("synthetic_regression", TaskKind.REGRESSION, 20)],
+    [
+        ("digits", TaskKind.CLASSIFICATION, 64),
+        ("breast_cancer", TaskKind.CLASSIFICATION, 30),
+        ("wine", TaskKind.CLASSIFICATION, 13),
+        ("iris", TaskKind.CLASSIFICATION, 4),
+        ("diabetes", TaskKind.REGRESSION, 10),
+        ("synthetic_classification", TaskKind.CLASSIFICATION, 20),
+        ("synthetic_regression", TaskKind.REGRESSION, 20),
+    ],
 )
 def test_bundled_and_synthetic_datasets(name: str, kind: TaskKind, features: int) -> None:
     data = load_task(_cfg(name), seed=0)
@@ -191,14 +208,28 @@ def test_mnist1d_generation_leaves_global_rngs_alone() -> None:
     [
         ({"dataset": "iris", "split": {"val": 144, "test": 4}}, "task.split"),
         ({"dataset": "iris", "split": {"val": 100, "test": 50}}, "task.split.val"),
-        ({"dataset": "digits", "corruption": {"kind": "imbalance", "ratio": 1000}},
-         "task.corruption.ratio"),
-        ({"dataset": "iris", "corruption": {"kind": "subsample", "fraction": 0.01}},
-         "task.corruption.fraction"),
-        ({"dataset": "breast_cancer", "corruption": {"kind": "symmetric", "rate": 0.6}},
-         "task.corruption.rate"),
-        ({"dataset": {"name": "synthetic_classification", "num_classes": 8,
-                      "num_informative": 2}}, "task.dataset.num_informative"),
+        (
+            {"dataset": "digits", "corruption": {"kind": "imbalance", "ratio": 1000}},
+            "task.corruption.ratio",
+        ),
+        (
+            {"dataset": "iris", "corruption": {"kind": "subsample", "fraction": 0.01}},
+            "task.corruption.fraction",
+        ),
+        (
+            {"dataset": "breast_cancer", "corruption": {"kind": "symmetric", "rate": 0.6}},
+            "task.corruption.rate",
+        ),
+        (
+            {
+                "dataset": {
+                    "name": "synthetic_classification",
+                    "num_classes": 8,
+                    "num_informative": 2,
+                }
+            },
+            "task.dataset.num_informative",
+        ),
     ],
 )
 def test_impossible_tasks_fail_with_the_field(sections: dict[str, object], field: str) -> None:
