@@ -266,3 +266,46 @@ def test_model_must_be_recordable(tmp_path: Path) -> None:
             "tiny", "random", budget=8, out=tmp_path, name="l", model=lambda f, o: nn.Linear(f, o)
         )
     assert not (tmp_path / "l").exists()
+
+
+MODEL_FILE = """
+from torch import nn
+
+
+def make_model(num_features, num_outputs, hidden=8):
+    return nn.Sequential(nn.Linear(num_features, hidden), nn.GELU(), nn.Linear(hidden, num_outputs))
+"""
+
+
+def test_a_yaml_preset_with_a_model_factory_searches_a_csv(tmp_path: Path) -> None:
+    # `loss-rl search --data ... --env my.yaml` with `model: {kind: module, ...}` next to it.
+    train_csv, _ = _wine(tmp_path)
+    folder = tmp_path / "preset"
+    folder.mkdir()
+    (folder / "my_model.py").write_text(MODEL_FILE)
+    import yaml
+
+    preset = yaml.safe_load((EXAMPLES.parent / "envs" / "tiny.yaml").read_text())
+    preset["task"]["model"] = {
+        "kind": "module",
+        "factory": "my_model.py:make_model",  # relative to the YAML file
+        "kwargs": {"hidden": 12},
+    }
+    (folder / "my.yaml").write_text(yaml.safe_dump(preset))
+    args = [
+        "search",
+        "--data",
+        str(train_csv),
+        "--target",
+        "label",
+        "--env",
+        str(folder / "my.yaml"),
+    ]
+    res = runner.invoke(app, [*args, "--agent", "random", "--budget", "8", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("data-")]
+    model = load_run(run_dir).config["env"]["task"]["model"]
+    assert model["factory"] == f"{folder / 'my_model.py'}:make_model"
+    assert model["kwargs"] == {"hidden": 12}
+    ver = load_run(run_dir).summary["verification"]  # type: ignore[index]
+    assert all(row["n"] == 2 for row in ver["table"])  # every loss trained the user's model
