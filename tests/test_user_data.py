@@ -125,7 +125,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "no target": (["--data", g], "required for a csv file"),
         "nan": (
             ["--data", str(_csv(tmp_path, nan, "nan.csv")), "--target", "label"],
-            "drop_missing",
+            "pass --drop-missing",
         ),
         "one class": (
             ["--data", str(_csv(tmp_path, one, "one.csv")), "--target", "label"],
@@ -167,6 +167,8 @@ def test_bad_data_exits_2_with_the_reason_and_writes_nothing(tmp_path: Path, cas
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert "Traceback" not in res.output
+    # Named as the command line spells it, not as the YAML field behind it.
+    assert "task.dataset" not in res.output
     assert not out.exists() or not any(out.iterdir())
 
 

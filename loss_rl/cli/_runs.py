@@ -108,6 +108,33 @@ def _exit_if_stopped_short(run: Any) -> None:
         raise typer.Exit(EXIT_STOPPED_SHORT)
 
 
+#: The options of a ``file`` dataset as ``loss-rl search`` spells them.
+_DATA_OPTIONS = {
+    "task.dataset.path": "--data",
+    "task.dataset.target": "--target",
+    "task.dataset.task_kind": "--kind",
+    "task.dataset.test_path": "--test",
+    "task.dataset.drop_missing": "--drop-missing",
+}
+_YAML_HINTS = {
+    "set drop_missing: true": "pass --drop-missing",
+    "set task_kind: classification": "pass --kind classification",
+    "set task_kind: regression": "pass --kind regression",
+    "task_kind: regression": "--kind regression",
+}
+
+
+def _as_data_option(err: ConfigError) -> ConfigError:
+    """A data error named by the command-line option it came from (``--target``, not YAML)."""
+    field = _DATA_OPTIONS.get(err.field or "")
+    if field is None:
+        return err
+    message = str(err)[len(err.field or "") + 2 :]
+    for yaml_hint, cli_hint in _YAML_HINTS.items():
+        message = message.replace(yaml_hint, cli_hint)
+    return ConfigError(message, field=field)
+
+
 SMALL_VAL = 100
 """A validation split under this many rows gets a warning (``--data``)."""
 
@@ -249,22 +276,25 @@ def search(
         if data is not None
         else None
     )
-    s = Search.create(
-        env,
-        agent,
-        budget=budget,
-        seed=seed,
-        out=out,
-        name=name,
-        command=_command_line(),
-        init_agent=init_agent,
-        train=not no_train,
-        tensorboard=tensorboard,
-        executor=executor.value if executor else None,
-        ray_address=ray_address,
-        cap=not no_cap,
-        data=spec,
-    )
+    try:
+        s = Search.create(
+            env,
+            agent,
+            budget=budget,
+            seed=seed,
+            out=out,
+            name=name,
+            command=_command_line(),
+            init_agent=init_agent,
+            train=not no_train,
+            tensorboard=tensorboard,
+            executor=executor.value if executor else None,
+            ray_address=ray_address,
+            cap=not no_cap,
+            data=spec,
+        )
+    except ConfigError as err:
+        raise _as_data_option(err) if spec is not None else err from None
     if spec is not None:
         record = s.data_record or {}
         term.print(Text(f"Data: {record.get('summary', data)}"), soft_wrap=True)

@@ -14,7 +14,6 @@ and a zero gradient (a constant loss) trains nothing, so neither is a match.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,7 +26,7 @@ from loss_rl.expr._canonical import canonical
 from loss_rl.expr._compile import compile_loss
 from loss_rl.expr._nodes import Const, Expr, Op, TaskKind, task_kind
 from loss_rl.expr._probes import probes
-from loss_rl.expr.library import KNOWN_LOSSES, KnownLoss
+from loss_rl.expr.library import KNOWN_LOSSES
 
 #: Relative tolerance of the gradient comparison: a loss matches ``s * L`` when
 #: ``max|g - s * g_L| <= GRADIENT_RTOL * max|g|`` (``s`` fitted by least squares).
@@ -170,19 +169,6 @@ def _gradient(expr: Expr, kind: TaskKind) -> np.ndarray | None:
     return g if np.isfinite(g).all() else None
 
 
-def _points(spec: KnownLoss) -> list[dict[str, float]]:
-    """The tuning-grid points of ``spec`` (every combination, other parameters at defaults).
-
-    ``grid`` is read with ``getattr``: older libraries have no tuning grids.
-    """
-    grid: dict[str, tuple[float, ...]] = getattr(spec, "grid", None) or {}
-    names = list(grid)
-    return [
-        {**spec.defaults, **dict(zip(names, values, strict=True))}
-        for values in itertools.product(*(tuple(grid[n]) for n in names))
-    ]
-
-
 @lru_cache(maxsize=len(TaskKind))
 def _library(kind: TaskKind) -> tuple[_Variant, ...]:
     """Every library loss of ``kind`` at its defaults, then at its grid points, in that order.
@@ -193,7 +179,8 @@ def _library(kind: TaskKind) -> tuple[_Variant, ...]:
     """
     specs = [s for s in KNOWN_LOSSES.values() if s.kind is kind]
     candidates = [(s, dict(s.defaults)) for s in specs]
-    candidates += [(s, p) for s in specs for p in _points(s) if p != s.defaults]
+    # variants(): the defaults first, then every other grid point (the verification's tuning).
+    candidates += [(s, p) for s in specs for p in s.variants()[1:]]
     out: list[_Variant] = []
     seen: set[tuple[str, tuple[tuple[str, float], ...]]] = set()
     for spec, params in candidates:
