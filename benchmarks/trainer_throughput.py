@@ -11,12 +11,27 @@ dozen hand-written expressions — what a search proposes).
     thread each), after a warm-up call that starts the workers, with checkpoint selection
     (``select: best``, a validation check every 50 steps: the default protocol);
 (c) the same without checkpoint selection (``select: last``), its passes interleaved with (b)'s,
-    so that ``selection_cost`` (1 − b/c) is measured under the same load.
+    so that ``selection_cost`` (1 − b/c) is measured under the same load;
+(d) the machine's practical FP32 matmul peak at the trainer's shapes: ``torch.bmm`` of
+    ``[N, 128, 64] @ [N, 64, 64]`` (the hidden layer of the MLP 64-64 at batch 128; ``N`` the
+    models of the batched pass), timed for ≥ 1 s after a few warm-up calls, after each pair of
+    (b)/(c) passes (the median is reported, so that it sees the same load). It is measured the
+    way (b) runs: in the same worker processes of one thread each, every worker timing its share
+    (``N / workers`` models) at the same time, and the peak is the *sum* of their GFLOP/s. One
+    process with that many threads measures a setup the trainer does not use, and one that
+    collapses when another job holds a core (measured on the 2-core machine with another job
+    running: 5 GFLOP/s for one process × 2 threads, 64 summed over 2 workers; see
+    :mod:`loss_rl.training._workers`). ``fraction_of_peak`` is (b)'s matmul GFLOP/s over this
+    peak.
+
+``gflop_per_eval`` counts the matmuls the trainer does per step — forward, weight gradients and
+input gradients (all layers but the first) — not the validation checks' forward passes.
 
 The last line printed is JSON with keys: ``plain_evals_per_s``, ``plain_threads``,
 ``batched_evals_per_s``, ``ratio`` (b/a), ``select_last_evals_per_s`` (c),
 ``selection_cost`` (1 − b/c), ``gflop_per_eval``, ``plain_gflops``,
-``batched_gflops``, ``n_losses``, ``n_structures``, ``seeds``, ``steps``, ``workers``, ``cores``,
+``batched_gflops``, ``bmm_peak_gflops``, ``fraction_of_peak`` (batched over peak GFLOP/s),
+``n_losses``, ``n_structures``, ``seeds``, ``steps``, ``workers``, ``cores``,
 ``load_avg_before``.
 
 Run ``python benchmarks/trainer_throughput.py --help`` for smaller runs.
@@ -27,6 +42,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import statistics
 import time
@@ -36,6 +52,7 @@ import torch
 from loss_rl.expr import Expr, known_loss, parse
 from loss_rl.tasks import TaskConfig, load_task
 from loss_rl.training import default_workers, structure, train, train_reference
+from loss_rl.training._workers import run_chunks
 
 HAND_WRITTEN = (
     "sum_c(square(p - t))",
@@ -87,6 +104,30 @@ def flops_per_eval(task: TaskConfig, steps: int) -> float:
     return per_step * steps
 
 
+def bmm_gflops(n_models: int, min_seconds: float = 1.0) -> float:
+    """GFLOP/s of FP32 ``torch.bmm`` ``[n, 128, 64] @ [n, 64, 64]`` in this process."""
+    a, b = torch.randn(n_models, 128, 64), torch.randn(n_models, 64, 64)
+    out = torch.empty(n_models, 128, 64)
+    for _ in range(20):  # warm-up
+        torch.bmm(a, b, out=out)
+    reps, elapsed = 0, 0.0
+    start = time.perf_counter()
+    while elapsed < min_seconds:
+        for _ in range(100):
+            torch.bmm(a, b, out=out)
+        reps += 100
+        elapsed = time.perf_counter() - start
+    return 2 * n_models * 128 * 64 * 64 * reps / elapsed / 1e9
+
+
+def bmm_peak(n_models: int, workers: int) -> float:
+    """Summed bmm GFLOP/s of ``workers`` one-thread processes timing ``n_models / workers`` each."""
+    if workers <= 1:
+        return bmm_gflops(n_models)
+    share = math.ceil(n_models / workers)
+    return sum(run_chunks(bmm_gflops, [(share,)] * workers))
+
+
 def time_plain(losses: list[Expr], task: TaskConfig, steps: int, threads: int) -> float:
     """Evaluations per second of the plain loop with ``threads`` torch threads."""
     before = torch.get_num_threads()
@@ -109,6 +150,7 @@ def main() -> None:
     parser.add_argument("--plain-evals", type=int, default=8, help="plain-loop trainings timed")
     parser.add_argument("--repeats", type=int, default=3, help="batched passes timed (median)")
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
+    parser.add_argument("--scores", default=None, help="write each loss's score (last pass) here")
     args = parser.parse_args()
 
     load = os.getloadavg()[0]
@@ -137,13 +179,22 @@ def main() -> None:
     last_task = TaskConfig.from_dict(
         {**task.to_dict(), "training": {**task.training.to_dict(), "select": "last"}}
     )
-    rates, last_rates = [], []
+    rates, last_rates, peaks = [], [], []
     for _ in range(args.repeats):
         for t, out in ((task, rates), (last_task, last_rates)):
             start = time.perf_counter()
             results = train(losses, t, args.steps, seeds, workers=workers)
             out.append(len(results) / (time.perf_counter() - start))
             assert all(r.ok for r in results), [r.reason for r in results if not r.ok]
+            if t is task:
+                best_results = results
+        peaks.append(bmm_peak(len(losses) * args.seeds, workers))
+    peak = statistics.median(peaks)
+    if args.scores:
+        with open(args.scores, "w") as f:
+            labels = [label for label, _ in labelled for _ in seeds]
+            scores = zip(labels, best_results, strict=True)
+            json.dump([[lab, r.seed, r.score] for lab, r in scores], f)
     batched = statistics.median(rates)
     last = statistics.median(last_rates)
     print(
@@ -161,6 +212,11 @@ def main() -> None:
         f"ratio b/a: {ratio:.1f}x; {gflop:.2f} GFLOP/evaluation; plain "
         f"{plain[plain_threads] * gflop:.1f} GFLOP/s, batched {batched * gflop:.1f} GFLOP/s"
     )
+    fraction = batched * gflop / peak
+    print(
+        f"(d) bmm peak, {workers} worker(s): {peak:.1f} GFLOP/s (after each pass pair: "
+        f"{', '.join(f'{p:.1f}' for p in peaks)}); batched at {fraction:.1%} of it"
+    )
     print(
         json.dumps(
             {
@@ -173,6 +229,8 @@ def main() -> None:
                 "gflop_per_eval": round(gflop, 4),
                 "plain_gflops": round(plain[plain_threads] * gflop, 2),
                 "batched_gflops": round(batched * gflop, 2),
+                "bmm_peak_gflops": round(peak, 2),
+                "fraction_of_peak": round(fraction, 4),
                 "n_losses": len(losses),
                 "n_structures": len({structure(e) for e in losses}),
                 "seeds": args.seeds,

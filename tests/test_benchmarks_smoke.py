@@ -1,0 +1,56 @@
+"""Benchmark scripts run end to end with tiny settings (their numbers are not checked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import loss_rl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_benchmark(script: str, *args: str, tmp_path: Path) -> dict[str, object]:
+    """Run ``benchmarks/<script>`` in a subprocess; its last stdout line parsed as JSON."""
+    # The package may not be installed in a development checkout: find it by its path then.
+    env = {**os.environ, "PYTHONPATH": str(Path(loss_rl.__file__).parents[1])}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines, proc.stderr[-4000:]
+    return json.loads(lines[-1])
+
+
+@pytest.mark.slow
+def test_search_vs_trainer_smoke(tmp_path: Path) -> None:
+    out = _run_benchmark(
+        "search_vs_trainer.py",
+        *("--env", "tiny", "--agent", "random", "--budget", "8"),
+        *("--chunks", "2", "--repeats", "1", "--large", "8"),
+        tmp_path=tmp_path,
+    )
+    for key in (
+        "search_models_per_s",
+        "trainer_models_per_s_same_batch",
+        "trainer_models_per_s_large_batch",
+        "search_vs_trainer",
+        "search_vs_trainer_large",
+        "median_batch_candidates",
+        "train_share",
+    ):
+        assert isinstance(out[key], float | int) and out[key] > 0, (key, out[key])
+    assert out["env"] == "tiny" and out["agent"] == "random" and out["budget"] == 8
+    assert out["trainings"] >= 1 and out["seeds"] == 1
+    assert list(tmp_path.iterdir()) == []  # the search ran in a temporary folder
