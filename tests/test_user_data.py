@@ -253,6 +253,8 @@ def test_a_model_given_as_code_needs_trust_to_be_run_from_a_folder(tmp_path: Pat
     res = runner.invoke(app, ["resume", str(run.path)])
     assert res.exit_code == 2 and "--trust-code" in res.output
     assert loss_rl.Search.open(run.path, trust_code=True).budget == 8
+    trusted = runner.invoke(app, ["resume", str(run.path), "--trust-code"])
+    assert trusted.exit_code == 0, trusted.output
     with pytest.raises(ConfigError, match="trust-code"):
         loss_rl.refine(run.path, meta_steps=1, verify_seeds=0, write=False)
     # inspect still works, answering from the ledger only, and says why.

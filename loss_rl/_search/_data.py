@@ -118,6 +118,13 @@ class PreparedData:
 
     def __init__(self, spec: DataSpec, env: str | Path | None) -> None:
         self._tmp: Path | None = None
+        try:
+            self._prepare(spec, env)
+        except BaseException:
+            self.discard()  # bad data given in memory leaves no temporary copy behind
+            raise
+
+    def _prepare(self, spec: DataSpec, env: str | Path | None) -> None:
         source = spec.source
         if isinstance(source, (str, Path)):
             path, target = Path(source).resolve(), spec.target

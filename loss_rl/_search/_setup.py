@@ -5,6 +5,7 @@ Every check runs before the folder is created, so a bad option leaves nothing be
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -68,91 +69,58 @@ def new_run(
         check_run_name(name)  # before anything is loaded or written
     # numpy and SB3 take unsigned 32-bit seeds: any other seed failed after the folder existed.
     check_int(seed, "seed", 0, MAX_SEED)
-    prepared = PreparedData(data, env) if data is not None else None
-    try:
+    with contextlib.ExitStack() as cleanup:
+        prepared = None
+        if data is not None:
+            prepared = PreparedData(data, env)
+            cleanup.callback(prepared.discard)  # a copy of in-memory data, if no run is made
         preset = prepared.preset if prepared is not None else load_env_preset(env or DEFAULT_ENV)
         if model is not None:
             preset = with_model(preset, model)
             if prepared is not None:
                 prepared.preset = preset
-        return _new_run(
-            preset,
-            agent,
-            budget=budget,
-            seed=seed,
-            out=out,
-            name=name,
-            init_agent=init_agent,
-            train=train,
-            tensorboard=tensorboard,
-            executor=executor,
-            ray_address=ray_address,
-            cap=cap,
-            prepared=prepared,
-        )
-    finally:
-        if prepared is not None:
-            prepared.discard()
-
-
-def _new_run(
-    preset: EnvPreset,
-    agent: str | Path,
-    *,
-    budget: int | None,
-    seed: int,
-    out: str | Path,
-    name: str | None,
-    init_agent: str | Path | None,
-    train: bool,
-    tensorboard: bool,
-    executor: str | None,
-    ray_address: str | None,
-    cap: bool,
-    prepared: PreparedData | None,
-) -> tuple[Path, RunConfig]:
-    agent_cfg, init_path = _agent_and_policy(preset, agent, init_agent)
-    if tensorboard:
-        try:
-            import tensorboard as _tb  # noqa: F401
-        except ImportError as err:
+        agent_cfg, init_path = _agent_and_policy(preset, agent, init_agent)
+        if tensorboard:
+            try:
+                import tensorboard as _tb  # noqa: F401
+            except ImportError as err:
+                raise ConfigError(
+                    "TensorBoard logging needs the tensorboard package: pip install tensorboard",
+                    field="tensorboard",
+                ) from err
+        if not train and init_path is None:
             raise ConfigError(
-                "TensorBoard logging needs the tensorboard package: pip install tensorboard",
-                field="tensorboard",
-            ) from err
-    if not train and init_path is None:
-        raise ConfigError(
-            "--no-train only rolls out a trained policy: pass --init-agent RUN or an --agent "
-            "that is a run folder",
-            field="no_train",
+                "--no-train only rolls out a trained policy: pass --init-agent RUN or an --agent "
+                "that is a run folder",
+                field="no_train",
+            )
+        exec_cfg = (preset.executor or ExecutorConfig()).override(executor, ray_address)
+        if exec_cfg.name == "ray":
+            require_ray()  # before the run folder: a missing extra is an input error
+        run_budget = _budget(budget, preset, agent_cfg, train, cap=cap)
+        check_writable(out, "out", folder=True)  # creates nothing: the folder is made below
+        out_dir = Path(out)
+        if name is not None:
+            path = create_run_dir(out_dir, name)
+        else:
+            path = _new_run_dir(out_dir, preset.name, agent_cfg.algo, seed)
+        if prepared is not None:
+            preset = prepared.move_into(path)
+        config = RunConfig(
+            env_name=preset.name,
+            env=preset.to_dict(),
+            agent_source=agent_cfg.source,
+            agent=agent_cfg.to_dict(),
+            budget=run_budget,
+            seed=int(seed),
+            init_agent=str(init_path.resolve()) if init_path is not None else None,
+            train=bool(train),
+            tensorboard=bool(tensorboard),
+            executor=exec_cfg.to_dict(),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
-    exec_cfg = (preset.executor or ExecutorConfig()).override(executor, ray_address)
-    if exec_cfg.name == "ray":
-        require_ray()  # before the run folder: a missing extra is an input error
-    run_budget = _budget(budget, preset, agent_cfg, train, cap=cap)
-    check_writable(out, "out", folder=True)  # creates nothing: the folder is made below
-    out_dir = Path(out)
-    if name is not None:
-        path = create_run_dir(out_dir, name)
-    else:
-        path = _new_run_dir(out_dir, preset.name, agent_cfg.algo, seed)
-    if prepared is not None:
-        preset = prepared.move_into(path)
-    config = RunConfig(
-        env_name=preset.name,
-        env=preset.to_dict(),
-        agent_source=agent_cfg.source,
-        agent=agent_cfg.to_dict(),
-        budget=run_budget,
-        seed=int(seed),
-        init_agent=str(init_path.resolve()) if init_path is not None else None,
-        train=bool(train),
-        tensorboard=bool(tensorboard),
-        executor=exec_cfg.to_dict(),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-    config.write(path)
-    return path, config
+        config.write(path)
+        return path, config
 
 
 def _agent_and_policy(

@@ -8,9 +8,22 @@ should not wait for it. ``tests/test_cli.py`` keeps them equal.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated
+
+import typer
 
 DEFAULT_ENV = "synthetic_noisy"
 """The env preset of ``loss-rl search`` and ``evaluate``: :data:`loss_rl.presets.DEFAULT_ENV`."""
+
+TrustCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Import the model factory the run folder names (task.model.factory): it runs "
+        "that code. Only for folders whose author you trust.",
+    ),
+]
+"""``--trust-code`` of the commands that open a run folder (the trust gate of model code)."""
 
 MAX_SEED = 2**32 - 1
 """Largest ``--seed``: numpy and SB3 take unsigned 32-bit seeds (the library checks it too)."""

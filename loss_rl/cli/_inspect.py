@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from loss_rl.cli._choices import TrustCode
 from loss_rl.cli._console import console
 
 
@@ -24,14 +25,7 @@ def inspect_command(
         bool, typer.Option("--no-rollout", help="Skip the policy rollout and edit usage.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the policy rollouts.")] = 0,
-    trust_code: Annotated[
-        bool,
-        typer.Option(
-            "--trust-code",
-            help="Let the rollout import the model factory the run folder names (it runs that "
-            "code); without it the rollout answers from the ledger only.",
-        ),
-    ] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Inspect a run: summary, what the policy learned, plots (RUN/plots/), HTML report."""
     import json

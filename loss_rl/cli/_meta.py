@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from loss_rl.cli._choices import MAX_SEED, MAX_VERIFY_SEEDS
+from loss_rl.cli._choices import MAX_SEED, MAX_VERIFY_SEEDS, TrustCode
 from loss_rl.cli._console import console
 from loss_rl.errors import ConfigError
 
@@ -100,14 +100,7 @@ def refine(
             file_okay=False,
         ),
     ] = None,
-    trust_code: Annotated[
-        bool,
-        typer.Option(
-            "--trust-code",
-            help="For a run folder whose task builds its model with code it names: import it "
-            "(it runs that code). Only for folders whose author you trust.",
-        ),
-    ] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Refine a loss's constants by differentiating through its inner training (MAML/EvoMAL)."""
     from loss_rl.cli._tables import verification_table

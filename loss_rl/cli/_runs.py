@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from loss_rl.cli._choices import DEFAULT_ENV, MAX_SEED, ExecutorName, Kind
+from loss_rl.cli._choices import DEFAULT_ENV, MAX_SEED, ExecutorName, Kind, TrustCode
 from loss_rl.cli._console import console
 from loss_rl.errors import ConfigError
 
@@ -336,14 +336,7 @@ def pretrain(
     resume: Annotated[
         Path | None, typer.Option(help="Continue this interrupted pretraining folder.")
     ] = None,
-    trust_code: Annotated[
-        bool,
-        typer.Option(
-            "--trust-code",
-            help="With --resume: import model factories the folder's tasks name (it runs that "
-            "code). Only for folders whose author you trust.",
-        ),
-    ] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Pretrain a loss-design policy across the tasks of a suite (one task per episode).
 
@@ -388,14 +381,7 @@ def pretrain(
 
 def resume(
     run: Annotated[Path, typer.Argument(help="The run folder to continue.")],
-    trust_code: Annotated[
-        bool,
-        typer.Option(
-            "--trust-code",
-            help="Import the model factory the run folder names (task.model.factory): it runs "
-            "that code. Only for folders whose author you trust.",
-        ),
-    ] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Continue an interrupted run to its budget (finished evaluations are never re-trained).
 
