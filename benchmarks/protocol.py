@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 
+from loss_rl.expr import format_params
 from loss_rl.presets import EnvPreset, list_presets, load_env_preset, load_suite, load_suite_task
 from loss_rl.stats import paired_comparison
 from loss_rl.tasks import TaskConfig, load_task
@@ -104,7 +105,7 @@ def main() -> None:
         results[name] = r
         best = str(r["best_ref"])
         p = r["params"].get(best)  # type: ignore[union-attr]
-        label = best + (" (" + ", ".join(f"{k}={v:g}" for k, v in p.items()) + ")" if p else "")
+        label = best + (f" ({format_params(p)})" if p else "")
         lo, hi = r["margin_ci95"]  # type: ignore[misc]
         refs = r["refs"]  # type: ignore[assignment]
         print(

@@ -42,6 +42,7 @@ from loss_rl.expr import (
     Expr,
     TaskKind,
     check,
+    format_params,
     known_equivalent,
     known_loss,
 )
@@ -94,11 +95,6 @@ library loss up to a positive scale, which (e.g. ``mae up to scale (×0.25)``), 
 def default_references(kind: TaskKind) -> tuple[str, ...]:
     """Names of the known losses every verification compares against: all of the kind."""
     return CLASSIFICATION_REFERENCES if kind is TaskKind.CLASSIFICATION else REGRESSION_REFERENCES
-
-
-def format_params(params: Mapping[str, float]) -> str:
-    """Hyper-parameters as ``q=0.5, beta=1`` (empty for none)."""
-    return ", ".join(f"{k}={v:g}" for k, v in params.items())
 
 
 def _fitting(name: str, expr: Expr, kind: TaskKind) -> CheckResult:

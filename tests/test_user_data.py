@@ -35,24 +35,15 @@ def make_mlp(num_features: int, num_outputs: int) -> nn.Module:
     return nn.Sequential(nn.Linear(num_features, 16), nn.Tanh(), nn.Linear(16, num_outputs))
 
 
-def _wine(tmp_path: Path, noise: float = 0.3) -> tuple[Path, Path]:
-    """A noisy training CSV and a clean test CSV of wine, with text labels."""
-    from sklearn.datasets import load_wine
+def _wine(tmp_path: Path) -> tuple[Path, Path]:
+    """The README's CSVs (``examples/make_wine_csv.py``): noisy training file, clean test file."""
+    import importlib.util
 
-    df = load_wine(as_frame=True).frame.rename(columns={"target": "label"})
-    rng = np.random.default_rng(0)
-    test_rows = rng.permutation(len(df))[:40]
-    test = df.iloc[test_rows].copy()
-    train = df.drop(index=df.index[test_rows]).copy()
-    y = train["label"].to_numpy().copy()
-    flip = rng.random(len(y)) < noise
-    y[flip] = (y[flip] + rng.integers(1, 3, flip.sum())) % 3
-    train["label"] = NAMES[y]
-    test["label"] = NAMES[test["label"].to_numpy()]
-    paths = tmp_path / "wine_noisy.csv", tmp_path / "wine_test.csv"
-    train.to_csv(paths[0], index=False)
-    test.to_csv(paths[1], index=False)
-    return paths
+    spec = importlib.util.spec_from_file_location("make_wine_csv", EXAMPLES / "make_wine_csv.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(tmp_path)
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

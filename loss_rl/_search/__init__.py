@@ -8,20 +8,18 @@
 - :mod:`._finish`: the top candidates re-checked, the winner exported, ``summary.json``.
 """
 
-from loss_rl._search._data import DATA_RECORD, DataSpec, read_data_record
+from loss_rl._search._data import DataSpec
 from loss_rl._search._finish import verify_and_export, write_summary
 from loss_rl._search._runner import DEFAULT_AGENT, Search, list_runs, resume, search
 from loss_rl._search._setup import PRETRAINED, new_run
 
 __all__ = [
-    "DATA_RECORD",
     "DEFAULT_AGENT",
     "PRETRAINED",
     "DataSpec",
     "Search",
     "list_runs",
     "new_run",
-    "read_data_record",
     "resume",
     "search",
     "verify_and_export",

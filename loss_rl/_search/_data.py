@@ -253,13 +253,3 @@ def with_model(preset: EnvPreset, model: Any) -> EnvPreset:
     task = preset.task.to_dict()
     task["model"] = model_spec(model)
     return parse_env_preset({**preset.to_dict(), "task": task}, preset.name)
-
-
-def read_data_record(run_dir: Path) -> dict[str, Any] | None:
-    """A run's ``data.json`` (``None`` for a run on a built-in dataset or a damaged record)."""
-    path = run_dir / DATA_RECORD
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

@@ -11,7 +11,7 @@ from typing import Any
 
 from loss_rl.agents import SearchState
 from loss_rl.export import export
-from loss_rl.expr import Expr, TaskKind, known_equivalent, parse
+from loss_rl.expr import Expr, TaskKind, format_params, known_equivalent, parse
 from loss_rl.presets import EnvPreset
 from loss_rl.store import SUMMARY, Ledger
 from loss_rl.verify import verify
@@ -135,7 +135,7 @@ def verdict(
     """
     ref = best_reference["name"]
     if best_reference.get("params"):
-        ref += " (" + ", ".join(f"{k}={v:g}" for k, v in best_reference["params"].items()) + ")"
+        ref += f" ({format_params(best_reference['params'])})"
     vs = comparisons["vs_best_reference"]
     if winner == best_reference["name"]:
         head = f"The winner is the best tuned reference {ref}"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loss_rl._search._data import DataSpec, read_data_record
+from loss_rl._search._data import DataSpec
 from loss_rl._search._finish import protocol, verify_and_export, write_summary
 from loss_rl._search._setup import new_run
 from loss_rl.agents import (
@@ -40,6 +40,7 @@ from loss_rl.store import (
     RunLock,
     check_run_files,
     load_run,
+    read_data_record,
 )
 
 if TYPE_CHECKING:

@@ -15,6 +15,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from loss_rl.expr import format_params
 from loss_rl.inspect import Inspection, Rollout, format_number, rollout_rows
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def verification_parts(ver: Mapping[str, Any]) -> Iterator[RenderableType]:
     yield verification_table(ver["table"], ver.get("metric", "score"), title)
     ref = ver.get("best_reference")
     if ref:
-        params = ", ".join(f"{k}={v:g}" for k, v in (ref.get("params") or {}).items())
+        params = format_params(ref.get("params") or {})
         tuned = ver.get("tuning_trainings")
         yield Text.assemble(
             ("Best tuned reference ", "bold"),

@@ -46,7 +46,7 @@ from loss_rl.expr._nodes import (
 from loss_rl.expr._novelty import GRADIENT_RTOL, KnownMatch, known_equivalent
 from loss_rl.expr._parse import parse
 from loss_rl.expr._probes import probes
-from loss_rl.expr.library import KNOWN_LOSSES, KnownLoss, known_loss
+from loss_rl.expr.library import KNOWN_LOSSES, KnownLoss, format_params, known_loss
 
 __all__ = [
     "BINARY_FUNCTIONS",
@@ -83,6 +83,7 @@ __all__ = [
     "compile_loss",
     "const",
     "fingerprint",
+    "format_params",
     "integer_exponent",
     "is_vector",
     "known_equivalent",

@@ -26,7 +26,7 @@ from loss_rl.expr._canonical import canonical
 from loss_rl.expr._compile import compile_loss
 from loss_rl.expr._nodes import Const, Expr, Op, TaskKind, task_kind
 from loss_rl.expr._probes import probes
-from loss_rl.expr.library import KNOWN_LOSSES
+from loss_rl.expr.library import KNOWN_LOSSES, format_params
 
 #: Relative tolerance of the gradient comparison: a loss matches ``s * L`` when
 #: ``max|g - s * g_L| <= GRADIENT_RTOL * max|g|`` (``s`` fitted by least squares).
@@ -67,7 +67,7 @@ class KnownMatch:
         """Readable form, e.g. ``"mae up to scale (×0.25)"`` or ``"gce (q=0.5)"``."""
         text = self.name
         if self.params:
-            text += " (" + ", ".join(f"{k}={v:g}" for k, v in self.params.items()) + ")"
+            text += f" ({format_params(self.params)})"
         # Within the match tolerance a scale of 1 is the loss itself, not a rescaled copy.
         if abs(self.scale - 1.0) > GRADIENT_RTOL:
             text += f" up to scale (×{self.scale:.6g})"

@@ -270,6 +270,11 @@ KNOWN_LOSSES: dict[str, KnownLoss] = {
 }
 
 
+def format_params(params: dict[str, float]) -> str:
+    """Hyper-parameters as ``q=0.5, beta=1`` (empty for none): how tables and verdicts show them."""
+    return ", ".join(f"{k}={v:g}" for k, v in params.items())
+
+
 def known_loss(name: str, **params: float) -> Expr:
     """The library loss ``name`` with optional hyper-parameters, e.g. ``known_loss("gce", q=0.5)``.
 

@@ -182,14 +182,14 @@ def inspect_run(
             notes.append(f"{other.path} searched another task ({other.env_name}): not overlaid")
         else:
             overlay.append(other)
-    if train and not trust_code:
-        factory = run.env.get("task", {}).get("model", {}).get("factory")
-        if run.env.get("task", {}).get("model", {}).get("kind") == "module":
-            train = False
-            notes.append(
-                f"the rollout trains nothing new: the run's model is built by code it names "
-                f"({factory!r}); pass {TRUST_HINT} to let it"
-            )
+    # Read from the raw config: parsing the task would read (and check) its data file.
+    model = run.env.get("task", {}).get("model", {})
+    if train and not trust_code and model.get("kind") == "module":
+        train = False
+        notes.append(
+            f"the rollout trains nothing new: the run's model is built by code it names "
+            f"({model.get('factory')!r}); pass {TRUST_HINT} to let it"
+        )
     roll: Rollout | None = None
     usage = pd.DataFrame(columns=["edit", "count", "share"])
     compatible = not any("newer loss_rl" in n for n in notes)

@@ -39,7 +39,7 @@ from loss_rl.store._files import (
 )
 from loss_rl.store._ledger import LEDGER_SCHEMA_VERSION, Ledger, check_ledger
 from loss_rl.store._lock import RunLock, check_run_name, create_run_dir
-from loss_rl.store._run import Run, check_run_files, is_run, load_run
+from loss_rl.store._run import Run, check_run_files, is_run, load_run, read_data_record
 
 __all__ = [
     "AGENT_ZIP",
@@ -61,6 +61,7 @@ __all__ = [
     "create_run_dir",
     "is_run",
     "load_run",
+    "read_data_record",
     "read_summary",
     "read_yaml",
     "write_yaml",

@@ -67,6 +67,22 @@ def check_run_files(path: str | Path) -> dict[str, Any] | None:
     return summary
 
 
+def read_data_record(run_dir: Path) -> dict[str, Any] | None:
+    """A run folder's ``data.json``: what a search on the user's data read, else ``None``.
+
+    Keys: :func:`loss_rl.tasks.describe_file_data` (path, size_bytes, sha256, rows, columns,
+    target, task_kind, kind_inferred, classes, summary, ...). A missing or unreadable record is
+    ``None``: it only describes, nothing depends on it.
+    """
+    import json
+
+    try:
+        data = json.loads((Path(run_dir) / DATA_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 @dataclass
 class Run:
     """A run folder opened for reading (``loss_rl.store.load_run``).
@@ -136,17 +152,9 @@ class Run:
     def data(self) -> dict[str, Any] | None:
         """What a search on the user's data read (``data.json``), else ``None``.
 
-        Keys: :func:`loss_rl.tasks.describe_file_data` (path, size_bytes, sha256, rows,
-        columns, target, task_kind, kind_inferred, classes, summary, ...). A missing or
-        unreadable record is ``None``: it only describes, nothing depends on it.
+        See :func:`read_data_record`.
         """
-        import json
-
-        try:
-            data = json.loads((self.path / DATA_RECORD).read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return read_data_record(self.path)
 
     # Lenient views of config.yaml: a run from a newer loss_rl, or an incomplete one, is still
     # listed and its ledger inspected; only resuming it needs the whole, typed RunConfig.
