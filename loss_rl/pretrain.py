@@ -204,7 +204,8 @@ class Pretraining:
         agent_cfg = load_agent_config(agent, PRETRAIN_SECTION)
         if agent_cfg.is_baseline:
             raise ConfigError(
-                f"{agent_cfg.algo} does not learn a policy; pretrain dqn, ppo or maskable_ppo",
+                f"{agent_cfg.algo} does not learn a policy; pretrain dqn, ppo, maskable_ppo or "
+                "risk_seeking_ppo",
                 field="agent",
             )
         if budget is not None:

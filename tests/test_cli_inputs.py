@@ -384,7 +384,8 @@ def test_search_state_says_why_it_stopped() -> None:
 
 
 def test_search_that_stops_short_says_why_and_exits_3(tmp_path: Path) -> None:
-    # One edit from CE, trees of at most 3 nodes: about a dozen losses, fewer than the budget.
+    # One edit from CE, trees of at most 3 nodes: about a dozen losses (and the descriptor's two
+    # landmarks), fewer than the budget.
     env = _env_file(tmp_path / "small.yaml", space={"max_steps": 1, "max_size": 3})
     result = runner.invoke(
         app,
@@ -395,7 +396,7 @@ def test_search_that_stops_short_says_why_and_exits_3(tmp_path: Path) -> None:
             "--agent",
             "random",
             "--budget",
-            "15",
+            "30",
             "--out",
             str(tmp_path),
             "--name",

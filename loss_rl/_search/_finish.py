@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from loss_rl._refine import refine
 from loss_rl.agents import SearchState
+from loss_rl.errors import LossSpecError
 from loss_rl.export import export
-from loss_rl.expr import Expr, TaskKind, format_params, known_equivalent, parse
+from loss_rl.expr import (
+    Expr,
+    TaskKind,
+    format_params,
+    known_equivalent,
+    parse,
+    simplified_size,
+    simplify,
+)
 from loss_rl.presets import EnvPreset
-from loss_rl.store import SUMMARY, Ledger
+from loss_rl.stats import paired_comparison
+from loss_rl.store import SUMMARY, Ledger, hall_of_fame, hall_of_fame_records
 from loss_rl.verify import verify
+
+logger = logging.getLogger(__name__)
 
 BEST = "best"
 """Folder of the exported winner: ``loss.json``, ``loss.py``, ``loss.pt``."""
@@ -30,7 +47,14 @@ def verify_and_export(run_dir: Path, preset: EnvPreset, ledger: Ledger) -> dict[
 
     Returns:
         The verification record of ``summary.json`` (``None`` if nothing trained to a score):
-        ``winner`` (its row name), ``expression``, ``key``, ``search_val_score``, ``steps``,
+        ``winner`` (its row name), ``expression``, ``simplified`` and ``size`` (its readable
+        form, :func:`loss_rl.expr.simplify`, and that form's node count), ``key``,
+        ``search_val_score`` (``NaN`` for a refined winner, which the search never scored),
+        ``refinement`` (``None`` unless ``verification.refine_constants``: ``source``,
+        ``row`` (the best candidate with a movable constant, e.g. ``found_1``), ``refined``,
+        ``changed``, ``meta_steps``, ``seconds``, and what it bought on the verification
+        seeds: ``val_diff``, ``test_diff``, ``test_ci95``, ``p`` of row ``refined`` against
+        ``row``; ``None`` when no candidate has such a constant), ``steps``,
         ``seeds``, ``metric``, ``select``, ``trainings`` and ``tuning_trainings`` (of the
         verification; the tuning ones are part of it), ``tuning`` (per reference: the chosen
         parameters and each grid point's validation mean), ``best_reference`` (``name``,
@@ -48,6 +72,16 @@ def verify_and_export(run_dir: Path, preset: EnvPreset, ledger: Ledger) -> dict[
     top = top.head(preset.verification.top_k)
     losses = {f"found_{i + 1}": parse(e) for i, e in enumerate(top["expression"])}
     val_scores = dict(zip(losses, top["score"], strict=True))
+    refined = None
+    if preset.verification.refine_constants:
+        # The best candidate with a constant a meta-gradient can move.
+        for name, candidate in list(losses.items()):
+            refined = _refine_best(candidate, preset)
+            if refined is not None:
+                refined["row"] = name
+                break
+    if refined is not None and refined["changed"]:
+        losses["refined"] = parse(refined["refined"])
     table = verify(
         losses,
         preset.task,
@@ -77,8 +111,10 @@ def verify_and_export(run_dir: Path, preset: EnvPreset, ledger: Ledger) -> dict[
         "test_mean": float(best_ref["mean"]),
         "test_ci95": [float(best_ref["ci_low"]), float(best_ref["ci_high"])],
     }
+    if refined is not None:
+        refined.update(_refinement_effect(table, refined["row"], refined["changed"]))
     metadata = {
-        "search_val_score": float(val_scores[win["loss"]]),
+        "search_val_score": float(val_scores.get(win["loss"], math.nan)),
         "test_mean": float(win["mean"]),
         "test_ci95": [float(win["ci_low"]), float(win["ci_high"])],
         "diff_vs_ce": float(win["diff_vs_ce"]),
@@ -95,8 +131,11 @@ def verify_and_export(run_dir: Path, preset: EnvPreset, ledger: Ledger) -> dict[
     return {
         "winner": win["loss"],
         "expression": str(expr),
+        "simplified": simplify(expr),
+        "size": simplified_size(expr),
         "key": expr.key,
-        "search_val_score": float(val_scores[win["loss"]]),
+        "search_val_score": float(val_scores.get(win["loss"], math.nan)),
+        "refinement": refined,
         "steps": table.attrs.get("steps"),
         "seeds": table.attrs.get("seeds"),
         "metric": table.attrs.get("metric"),
@@ -109,6 +148,55 @@ def verify_and_export(run_dir: Path, preset: EnvPreset, ledger: Ledger) -> dict[
         **comparisons,
         "verdict": verdict(str(win["loss"]), novelty, best_reference, comparisons),
         "table": json.loads(table.to_json(orient="records")),
+    }
+
+
+def _refine_best(expr: Expr, preset: EnvPreset) -> dict[str, Any] | None:
+    """Refine the best candidate's constants (no verification here: the caller verifies).
+
+    Returns:
+        ``{"source", "refined", "changed", "meta_steps", "seconds"}``; ``None`` when the loss
+        has no constant a meta-gradient can move (logged).
+    """
+    start = time.perf_counter()
+    try:
+        result = refine(
+            expr,
+            preset,
+            meta_steps=preset.verification.refine_meta_steps,
+            verify_seeds=0,
+            write=False,
+        )
+    except LossSpecError as err:  # e.g. a loss without learnable constants
+        logger.info("constants not refined: %s", err)
+        return None
+    return {
+        "source": str(expr),
+        "refined": str(result.refined),
+        "changed": result.refined.key != expr.key,
+        "meta_steps": preset.verification.refine_meta_steps,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def _refinement_effect(table: Any, source: str, changed: bool) -> dict[str, Any]:
+    """What refinement bought: row ``refined`` against row ``source``, on the same seeds.
+
+    ``val_diff`` (validation, what selection sees) and ``test_diff`` with its paired 95 % CI and
+    p over the verification seeds; all ``None`` when refinement left the loss unchanged.
+    """
+    if not changed:
+        return {"val_diff": None, "test_diff": None, "test_ci95": None, "p": None}
+    rows = table.set_index("loss")
+    per_seed = table.attrs["per_seed"]
+    cmp = paired_comparison(
+        np.asarray(per_seed["refined"], float), np.asarray(per_seed[source], float)
+    )
+    return {
+        "val_diff": float(rows.loc["refined", "val_mean"] - rows.loc[source, "val_mean"]),
+        "test_diff": cmp.diff,
+        "test_ci95": [cmp.ci_low, cmp.ci_high],
+        "p": cmp.p,
     }
 
 
@@ -200,10 +288,16 @@ def write_summary(
     Keys: ``status``, ``stopped`` (``None`` when the session spent its budget or was
     interrupted, else why it stopped short — :attr:`loss_rl.agents.SearchState.stop_reason`:
     the CLI prints it and exits with a non-zero code), ``env``, ``agent``, ``budget``,
-    ``protocol`` (:func:`protocol`), ``best`` (``expression``, ``key``, ``val_score``: the
-    winner's search score on the validation split), ``verification`` (``None`` until the
-    search finished; see :func:`verify_and_export`), ``evaluations`` (ledger counts),
-    ``resolved_without_training``, ``wall_seconds``, ``evals_per_second``, ``train_seconds``.
+    ``protocol`` (:func:`protocol`), ``best`` (``expression``, ``simplified``, ``size``,
+    ``key``, ``val_score``: the winner's search score on the validation split; ``simplified`` is
+    :func:`loss_rl.expr.simplify`'s readable form and ``size`` its node count),
+    ``verification`` (``None`` until the search finished; see :func:`verify_and_export`),
+    ``hall_of_fame`` (the Pareto front of validation score against simplified size over the
+    ledger, best score first: a list of dicts with ``rank``, ``size``, ``score``,
+    ``expression``, ``simplified``, ``key``, ``known_as``, ``fidelity``; see
+    :func:`loss_rl.store.hall_of_fame`; ``None`` for an interrupted session), ``evaluations``
+    (ledger counts), ``resolved_without_training``, ``wall_seconds``, ``evals_per_second``,
+    ``train_seconds``.
     """
     counts = ledger.counts()
     prev: dict[str, Any] = {}
@@ -224,6 +318,14 @@ def write_summary(
             "key": parse(state.best_expression).key,
             "val_score": state.best_score,
         }
+    if best is not None:
+        expr = parse(best["expression"])
+        best = {**best, "simplified": simplify(expr), "size": simplified_size(expr)}
+    # An interrupted session skips the front (simplifying every loss takes seconds, and Ctrl-C
+    # should not wait); `loss-rl inspect` computes it from the ledger then.
+    front = None
+    if status != "interrupted":
+        front = hall_of_fame_records(hall_of_fame(ledger.frame()))
     proposed = counts["proposed"]
     resolved = (counts["cached"] + counts["rejected"]) / proposed if proposed else 0.0
     summary = {
@@ -236,6 +338,7 @@ def write_summary(
         "protocol": protocol,
         "best": best,
         "verification": verification,
+        "hall_of_fame": front,
         "evaluations": counts,
         "resolved_without_training": resolved,
         "wall_seconds": wall,

@@ -24,6 +24,7 @@ from loss_rl.agents import (
     train_agent,
 )
 from loss_rl.agents.baselines import BASELINES
+from loss_rl.agents.callbacks import DeferredRewardCallback
 from loss_rl.descriptors import task_descriptor
 from loss_rl.envs import BatchedLossVecEnv, LossDesignEnv
 from loss_rl.errors import RunError
@@ -224,6 +225,7 @@ class Search:
                 data_seed=preset.evaluation.data_seed,
                 ledger=ledger,
                 executor=executor,
+                fidelity=preset.evaluation.fidelity,
             )
             before = ledger.counts()["trained"]
             state = SearchState(evaluator, self.budget, trained_before=before)
@@ -281,6 +283,9 @@ class Search:
     def _run_baseline(
         self, evaluator: Evaluator, state: SearchState, progress: Callable[[Progress], None] | None
     ) -> None:
+        # The same starting information as the RL agents: the landmarks are measured (and
+        # recorded, so counted in the budget) before the first proposal.
+        self._measure_descriptor(evaluator)
         cfg = self.agent_config
         cls = BASELINES[cfg.algo]
         options = cls.options_class(n_envs=cfg.n_envs, **cfg.hyperparams)
@@ -299,7 +304,9 @@ class Search:
         envs = [
             LossDesignEnv(env_cfg, evaluator=evaluator) for _ in range(self.agent_config.n_envs)
         ]
-        vec = BatchedLossVecEnv(envs, evaluator)
+        # Grammar space, on-policy learning: score a whole rollout's expressions in one batch.
+        defer = self.train and env_cfg.space == "grammar" and self.agent_config.algo != "dqn"
+        vec = BatchedLossVecEnv(envs, evaluator, defer=defer)
         vec.seed(self.seed)
         if state.best_expression is not None and state.best_score is not None:
             envs[0].inject_best(state.best_expression, state.best_score)  # resumed run
@@ -309,7 +316,10 @@ class Search:
         if self.config.tensorboard:
             model.tensorboard_log = str(self.path / "tb")
         if self.train:
-            train_agent(model, state, self.path, fresh=fresh, progress=progress)
+            extra = [DeferredRewardCallback(state, vec)] if defer else []
+            train_agent(
+                model, state, self.path, fresh=fresh, progress=progress, extra_callbacks=extra
+            )
         else:
             roll_out(model, vec, state, masks=self.agent_config.uses_masks, progress=progress)
 

@@ -6,6 +6,7 @@ Every check runs before the folder is created, so a bad option leaves nothing be
 from __future__ import annotations
 
 import contextlib
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,8 @@ def _agent_and_policy(
     init_path = _policy_file(init_agent) if init_agent is not None else None
     if init_path is not None and agent_cfg.is_baseline:
         raise ConfigError(
-            f"{agent_cfg.algo} is not a learning agent; --init-agent needs dqn, ppo or "
-            "maskable_ppo",
+            f"{agent_cfg.algo} is not a learning agent; --init-agent needs dqn, ppo, "
+            "maskable_ppo or risk_seeking_ppo",
             field="init_agent",
         )
     if init_path is not None:
@@ -178,17 +179,26 @@ def _budget(
     if budget is not None:
         check_budget(budget, "budget", cap=cap)
     run_budget = int(budget if budget is not None else preset.budget)
-    if train and run_budget < agent_cfg.min_budget:
-        what = (
+    need, what = (
+        agent_cfg.min_budget,
+        (
             "n_steps x n_envs proposals per policy update"
             if agent_cfg.algo != "dqn"
             else "learning_starts transitions before learning"
-        )
+        ),
+    )
+    cfg = env_config(preset)
+    if cfg.space == "grammar" and not agent_cfg.is_baseline:
+        # An episode writes one expression in up to max_size steps: an update's n_steps x
+        # n_envs env steps propose at least that many / max_size expressions.
+        need = math.ceil(need / cfg.max_size)
+        what = f"n_steps x n_envs env steps per policy update / max_size {cfg.max_size}"
+    if train and run_budget < need:
         raise ConfigError(
             f"{run_budget} inner trainings are too few for {agent_cfg.algo}, which needs "
-            f"{agent_cfg.min_budget} ({what}, from {agent_cfg.source or 'its preset'}): the "
-            f"run would end before the agent learns anything. Use --budget "
-            f"{agent_cfg.min_budget} or more, or a preset with smaller n_steps / n_envs",
+            f"{need} ({what}, from {agent_cfg.source or 'its preset'}): the run would end "
+            f"before the agent learns anything. Use --budget {need} or more, or a preset with "
+            "smaller n_steps / n_envs",
             field="budget",
         )
     return run_budget
@@ -217,8 +227,8 @@ def _policy_file(source: str | Path) -> Path:
     f = p / AGENT_FILE if existing(p) == "dir" else p
     if not f.is_file():
         raise ConfigError(
-            f"no trained policy at {f}; give a run folder of dqn/ppo/maskable_ppo with an "
-            "agent.zip, or the path of such a file",
+            f"no trained policy at {f}; give a run folder of dqn/ppo/maskable_ppo/"
+            "risk_seeking_ppo with an agent.zip, or the path of such a file",
             field="init_agent",
         )
     return f

@@ -1,6 +1,7 @@
-"""Who searches: SB3 agents (DQN, PPO, MaskablePPO) from YAML presets, and their callbacks."""
+"""Who searches: SB3 agents (DQN, PPO, MaskablePPO, risk-seeking PPO) from presets; callbacks."""
 
 from loss_rl.agents._loop import learn_until_done, open_agent, roll_out, train_agent
+from loss_rl.agents._risk_seeking import RiskSeekingPPO, risk_seeking_advantages
 from loss_rl.agents._sb3 import (
     AGENT_FILE,
     ALGOS,
@@ -27,11 +28,13 @@ __all__ = [
     "CheckpointCallback",
     "Progress",
     "ProgressCallback",
+    "RiskSeekingPPO",
     "SearchState",
     "learn_until_done",
     "load_agent",
     "make_agent",
     "open_agent",
+    "risk_seeking_advantages",
     "roll_out",
     "save_agent",
     "train_agent",

@@ -7,7 +7,7 @@ atomically, so a killed run continues from its last save.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,14 +107,21 @@ def learn_until_done(
     fresh: bool,
     progress: Callable[[Progress], None] | None = None,
     checkpoint_every: int = 20,
+    extra_callbacks: Sequence[BaseCallback] = (),
 ) -> None:
     """Train ``model`` until ``state`` says the budget is spent, checkpointing with ``save``.
 
     ``learn()`` runs in chunks of ``chunk_steps`` env steps: schedules (DQN's epsilon) span a
     chunk, and ``budget_callback``, counting inner trainings, ends it. ``save`` also runs on the
-    way out (Ctrl-C included), so a resumed run continues from there.
+    way out (Ctrl-C included), so a resumed run continues from there. ``extra_callbacks`` run
+    first (e.g. :class:`~loss_rl.agents.callbacks.DeferredRewardCallback`, which must fill the
+    rollout's rewards before anything reads them).
     """
-    callbacks: list[BaseCallback] = [budget_callback, CheckpointCallback(save, checkpoint_every)]
+    callbacks: list[BaseCallback] = [
+        *extra_callbacks,
+        budget_callback,
+        CheckpointCallback(save, checkpoint_every),
+    ]
     if progress is not None:
         callbacks.append(ProgressCallback(state, progress))
     try:
@@ -133,6 +140,7 @@ def train_agent(
     fresh: bool,
     budget_callback: BudgetCallback | None = None,
     progress: Callable[[Progress], None] | None = None,
+    extra_callbacks: Sequence[BaseCallback] = (),
 ) -> None:
     """Train the run's agent until its budget is spent, checkpointing into ``folder``."""
     learn_until_done(
@@ -143,6 +151,7 @@ def train_agent(
         chunk_steps=4 * state.budget,
         fresh=fresh,
         progress=progress,
+        extra_callbacks=extra_callbacks,
     )
 
 

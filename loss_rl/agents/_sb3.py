@@ -1,4 +1,4 @@
-"""Stable-Baselines3 agents (DQN, PPO, MaskablePPO): their config, construction, save and load.
+"""Stable-Baselines3 agents (DQN, PPO, MaskablePPO, risk-seeking PPO): config, build, save, load.
 
 An agent preset ``agents/<algo>.yaml`` (read by :func:`loss_rl.presets.load_agent_config`) maps
 env preset names to hyper-parameters; the ``default`` section applies to every env and a section
@@ -27,23 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sb3_contrib import MaskablePPO
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.vec_env import VecEnv
 
+from loss_rl.agents._risk_seeking import RiskSeekingPPO, check_risk_options
 from loss_rl.errors import ConfigError, RunError
 from loss_rl.schema import check_choice, check_int, check_keys, fail
 from loss_rl.store import AGENT_ZIP
 
-try:
-    from sb3_contrib import MaskablePPO
-except ImportError:  # pragma: no cover - sb3-contrib is a declared dependency
-    MaskablePPO = None  # type: ignore[assignment,misc]
-
-ALGOS: dict[str, type[BaseAlgorithm]] = {"dqn": DQN, "ppo": PPO}
-if MaskablePPO is not None:
-    ALGOS["maskable_ppo"] = MaskablePPO
+ALGOS: dict[str, type[BaseAlgorithm]] = {
+    "dqn": DQN,
+    "ppo": PPO,
+    "maskable_ppo": MaskablePPO,
+    "risk_seeking_ppo": RiskSeekingPPO,
+}
 
 # Keys owned by loss_rl (not passed to SB3).
 _OWN_KEYS = {"algo", "n_envs", "policy"}
@@ -56,8 +56,8 @@ class AgentConfig:
     """A resolved agent preset.
 
     Attributes:
-        algo: ``dqn`` | ``ppo`` | ``maskable_ppo`` (SB3 agents) or ``random`` | ``evolution`` |
-            ``optuna`` (baselines).
+        algo: ``dqn`` | ``ppo`` | ``maskable_ppo`` | ``risk_seeking_ppo`` (SB3 agents) or
+            ``random`` | ``evolution`` | ``optuna`` (baselines).
         n_envs: Environments stepped together (candidates per evaluator batch).
         policy: SB3 policy name.
         hyperparams: Remaining SB3 constructor arguments.
@@ -83,8 +83,6 @@ class AgentConfig:
         ``learning_starts`` transitions; a smaller budget would end before either (each proposal
         costs at most one training, so this many trainings guarantee that many proposals).
         """
-        import inspect
-
         if self.is_baseline:
             return 1
         params = inspect.signature(ALGOS[self.algo].__init__).parameters
@@ -96,8 +94,8 @@ class AgentConfig:
 
     @property
     def uses_masks(self) -> bool:
-        """Whether the algorithm consumes ``action_masks()``."""
-        return self.algo == "maskable_ppo"
+        """Whether the algorithm consumes ``action_masks()`` (MaskablePPO and its subclasses)."""
+        return not self.is_baseline and issubclass(ALGOS[self.algo], MaskablePPO)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``config.yaml``."""
@@ -140,6 +138,16 @@ class AgentConfig:
             "agent",
             f"{algo} takes no hyper-parameter {{key!r}}; allowed: {{allowed}}",
         )
+        if algo == "risk_seeking_ppo":
+            # Checked here, naming the field, rather than when the agent is first built.
+            defaults = inspect.signature(RiskSeekingPPO.__init__).parameters
+            check_risk_options(
+                data.get("risk_epsilon"),
+                data.get("priority_queue_size", 0),
+                data.get("priority_queue_coef", 0.0),
+                data.get("normalize_advantage"),
+                data.get("risk_update", defaults["risk_update"].default),
+            )
         return cls(algo, n_envs, policy, data, source)
 
 
@@ -149,8 +157,17 @@ def make_agent(
     """Build a fresh SB3 agent on ``env`` from ``config``."""
     cls = ALGOS[config.algo]
     try:
-        return cls(config.policy, env, seed=seed, verbose=0, device="cpu",
-                   tensorboard_log=tensorboard_log, **config.hyperparams)  # fmt: skip
+        return cls(
+            config.policy,
+            env,
+            seed=seed,
+            verbose=0,
+            device="cpu",
+            tensorboard_log=tensorboard_log,
+            **config.hyperparams,
+        )
+    except ConfigError:
+        raise  # already names its field
     except (TypeError, ValueError, AssertionError) as err:
         raise ConfigError(f"{config.algo} rejected its hyper-parameters: {err}", "agent") from err
 

@@ -5,11 +5,18 @@ evaluator (checks, cache, ledger, budget in inner trainings) as the RL agents, s
 best-so-far curves against inner trainings compare like with like.
 
 - ``random``: random valid edit sequences from the start loss(es): every step takes a uniformly
-  random unmasked edit; an episode ends after ``max_steps`` edits.
+  random unmasked edit; an episode ends after ``max_steps`` edits. In the generative ``grammar``
+  space: uniformly random valid token sequences, each a whole expression (the random baseline of
+  Petersen et al., "Deep Symbolic Regression", ICLR 2021).
 - ``evolution``: regularised (aging) evolution (Real et al., "Regularized Evolution for Image
   Classifier Architecture Search", AAAI 2019), the family of AutoLoss-Zero, EvoMAL and GLO:
   tournament selection of a parent, mutation by 1..``max_mutations`` random edits of the same
-  catalog, the oldest member dies.
+  catalog, the oldest member dies. In the ``grammar`` space it evolves expression trees: a child
+  is a subtree mutation of one tournament winner or, with probability ``crossover`` %, a subtree
+  crossover of two (as in genetic programming, Koza 1992), always valid under the grammar.
+
+In the ``grammar`` space both start, like the RL agents' vectorized env, by evaluating the
+preset's ``start`` losses (the same starting information for every method).
 - ``optuna``: Optuna's TPE sampler (Bergstra et al., NeurIPS 2011) over the parametric space's
   grids (a categorical per weight and hyper-parameter), or over fixed-length edit sequences in
   the symbolic space; the study lives in the run folder (``optuna.db``) so a run resumes.
@@ -60,11 +67,14 @@ class EvolutionOptions(BaselineOptions):
         population: Members alive at once.
         tournament: Members sampled per parent selection.
         max_mutations: A child is its parent after 1..``max_mutations`` random edits.
+        crossover: Percent of children made by subtree crossover of two parents instead of
+            mutation (``grammar`` space only; 0..100).
     """
 
     population: int = 20
     tournament: int = 5
     max_mutations: int = 2
+    crossover: int = 50
 
 
 @dataclass
@@ -143,9 +153,42 @@ class Baseline:
             s = self.space.apply(s, int(self.rng.choice(valid)))
         return s
 
+    @property
+    def generative(self) -> bool:
+        """Whether the space builds whole expressions (``grammar``) instead of editing one."""
+        return self.env_config.space == "grammar"
+
+    def evaluate_starts(self) -> tuple[list[Expr], list[EvalResult]]:
+        """Evaluate the preset's start losses (what the RL agents' vectorized env does first)."""
+        starts = self.env.start_candidates()
+        return starts, (self.evaluate(starts) if starts else [])
+
     def run(self, progress: Callable[[Progress], None] | None = None) -> None:
         """Search until the budget is spent."""
         raise NotImplementedError
+
+
+_STALL_BATCHES = 200
+"""Batches in a row without a new training after which a generative baseline gives up: its space
+is then (nearly) exhausted at this size, and the budget can never be spent."""
+
+
+class _Stall:
+    """Counts batches that trained nothing new."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def update(self, results: Sequence[EvalResult]) -> bool:
+        """Record a batch; ``True`` when the search should stop."""
+        self.count = 0 if any(r.trained for r in results) else self.count + 1
+        if self.count >= _STALL_BATCHES:
+            logger.warning(
+                "%d batches in a row found only known losses: the space is exhausted; stopping",
+                _STALL_BATCHES,
+            )
+            return True
+        return False
 
 
 class RandomSearch(Baseline):
@@ -156,6 +199,9 @@ class RandomSearch(Baseline):
 
     def run(self, progress: Callable[[Progress], None] | None = None) -> None:
         """See :class:`Baseline`."""
+        if self.generative:
+            self._run_generative(progress)
+            return
         starts = self.start_states()
         n = self.options.n_envs
         walkers = [starts[i % len(starts)] for i in range(n)]
@@ -173,6 +219,16 @@ class RandomSearch(Baseline):
             if progress is not None:
                 progress(self.state.progress())
 
+    def _run_generative(self, progress: Callable[[Progress], None] | None) -> None:
+        self.evaluate_starts()
+        stall = _Stall()
+        while not self.state.done:
+            batch = [self.space.sample(self.rng) for _ in range(self.options.n_envs)]
+            if stall.update(self.evaluate(batch, step=1)):
+                break
+            if progress is not None:
+                progress(self.state.progress())
+
 
 class Evolution(Baseline):
     """Regularised (aging) evolution with tournament selection."""
@@ -184,6 +240,9 @@ class Evolution(Baseline):
         """See :class:`Baseline`."""
         opts = self.options
         assert isinstance(opts, EvolutionOptions)
+        if self.generative:
+            self._run_generative(opts, progress)
+            return
         population: deque[tuple[Any, float]] = deque()
 
         def add(states: list[Any], results: list[EvalResult]) -> None:
@@ -213,6 +272,52 @@ class Evolution(Baseline):
             if progress is not None:
                 progress(self.state.progress())
 
+    def _run_generative(
+        self, opts: EvolutionOptions, progress: Callable[[Progress], None] | None
+    ) -> None:
+        population: deque[tuple[Expr, float]] = deque()
+        space = self.space
+
+        def add(exprs: Sequence[Expr], results: Sequence[EvalResult]) -> None:
+            for e, r in zip(exprs, results, strict=True):
+                score = float(r.score) if r.ok and r.score is not None else -math.inf
+                # A start loss the grammar cannot build (a constant outside its set) informs the
+                # best-so-far but cannot parent a child.
+                if space.tokens(e) is not None:
+                    population.append((e, score))
+                while len(population) > opts.population:
+                    population.popleft()  # aging: the oldest dies, however good
+
+        add(*self.evaluate_starts())
+        while len(population) < opts.population and not self.state.done:
+            batch = [space.sample(self.rng) for _ in range(opts.n_envs)]
+            add(batch, self.evaluate(batch))
+
+        def parent() -> Expr:
+            k = min(opts.tournament, len(population))
+            pick = self.rng.choice(len(population), size=k, replace=False)
+            return max((population[int(i)] for i in pick), key=lambda m: m[1])[0]
+
+        stall = _Stall()
+        while not self.state.done:
+            kids: list[Expr] = []
+            for _ in range(opts.n_envs):
+                child: Expr | None = None
+                if self.rng.random() * 100 < opts.crossover:
+                    child = space.crossover(parent(), parent(), self.rng)
+                else:
+                    child = parent()
+                    for _ in range(int(self.rng.integers(1, opts.max_mutations + 1))):
+                        child = space.mutate(child, self.rng) or child
+                # No valid offspring (rare: a tiny tree): a fresh sample keeps the batch full.
+                kids.append(child if child is not None else space.sample(self.rng))
+            results = self.evaluate(kids)
+            add(kids, results)
+            if stall.update(results):
+                break
+            if progress is not None:
+                progress(self.state.progress())
+
 
 class OptunaSearch(Baseline):
     """Optuna TPE over the parametric grids or over fixed-length symbolic edit sequences."""
@@ -230,6 +335,14 @@ class OptunaSearch(Baseline):
             ) from err
         opts = self.options
         assert isinstance(opts, OptunaOptions)
+        if self.generative:
+            # TPE models a fixed set of parameters; a token sequence's meaning depends on its
+            # prefix, so each position's distribution would describe nothing stable.
+            raise ConfigError(
+                "the optuna baseline searches the parametric and symbolic spaces; in the grammar "
+                "space use random or evolution",
+                "agent.algo",
+            )
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = None
         if self.run_dir is not None:
@@ -303,6 +416,13 @@ def baseline_options(name: str, data: dict[str, Any]) -> BaselineOptions:
                 f"{name} takes no option {k!r}; allowed: {', '.join(sorted(fields))}",
                 field=f"agent.{k}",
             )
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"must be an integer >= 1, got {v!r}", field=f"agent.{k}")
+        low, high = (0, 100) if k == "crossover" else (1, None)
+        if (
+            not isinstance(v, int)
+            or isinstance(v, bool)
+            or v < low
+            or (high is not None and v > high)
+        ):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ConfigError(f"must be an integer {bound}, got {v!r}", field=f"agent.{k}")
     return cls(**data)  # n_envs is set by the search from AgentConfig

@@ -1,4 +1,4 @@
-"""SB3 callbacks of a search: budget, checkpoints, progress. One job each (SB3 style)."""
+"""SB3 callbacks of a search: budget, checkpoints, progress, deferred rewards. One job each."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import obs_as_tensor
 
+from loss_rl.envs import BatchedLossVecEnv
 from loss_rl.evaluation import Evaluator
 
 
@@ -70,7 +73,17 @@ class SearchState:
 
     @property
     def trained(self) -> int:
-        """Trainings spent by the run so far."""
+        """Trainings spent by the run so far.
+
+        With multi-fidelity evaluation (``evaluation.fidelity``) a training is counted in
+        optimiser steps: the run has spent ``n`` trainings once it has taken ``n`` full-length
+        trainings' worth of steps (earlier sessions included, from the ledger's rungs), so a
+        budget buys the same compute with and without fidelity levels.
+        """
+        # getattr: a stand-in evaluator (tests, pretraining's) may not count steps at all.
+        spent = getattr(self.evaluator, "training_equivalents", None)
+        if spent is not None:
+            return int(spent)
         return self.trained_before + self.evaluator.stats.trained
 
     @property
@@ -144,6 +157,51 @@ class BudgetCallback(BaseCallback):
             if res is not None:
                 self.state.observe(res.score, res.expression)
         return not self.state.done
+
+
+class DeferredRewardCallback(BaseCallback):
+    """Scores a rollout's deferred expressions at its end and writes their rewards into it.
+
+    With a :class:`~loss_rl.envs.BatchedLossVecEnv` built with ``defer=True`` (grammar space),
+    an episode's last step earns 0 while its expression waits; at the end of each rollout this
+    callback has the vec env score all waiting expressions in one evaluator call
+    (:meth:`~loss_rl.envs.BatchedLossVecEnv.flush`), adds each reward to the rollout buffer at
+    the step that earned it, and recomputes the returns and advantages (SB3 computed them just
+    before with the placeholder rewards). An on-policy algorithm then updates on the true
+    rewards; subclasses that post-process the rollout after ``collect_rollouts`` (e.g.
+    :class:`~loss_rl.agents.RiskSeekingPPO`) see them too. Expressions still waiting when the
+    search stops mid-rollout are never scored (nothing was computed for them).
+
+    Args:
+        state: The search's budget and best-so-far (fed with the scored results).
+        vec: The deferring vectorized env.
+    """
+
+    def __init__(self, state: SearchState, vec: BatchedLossVecEnv) -> None:
+        super().__init__()
+        self.state = state
+        self.vec = vec
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        settled = self.vec.flush()
+        if not settled:
+            return
+        model = self.model
+        buffer = model.rollout_buffer  # type: ignore[attr-defined]
+        for row, env, reward, result in settled:
+            buffer.rewards[row, env] += reward
+            self.state.observe(result.score, result.expression)
+        with th.no_grad():
+            last = model.policy.predict_values(  # type: ignore[operator]
+                obs_as_tensor(model._last_obs, model.device)  # type: ignore[arg-type]
+            )
+        buffer.compute_returns_and_advantage(
+            last_values=last,
+            dones=model._last_episode_starts,  # type: ignore[arg-type]
+        )
 
 
 class ProgressCallback(BaseCallback):

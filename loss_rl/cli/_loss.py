@@ -10,7 +10,7 @@ as arguments (hence no short option names: ``-o`` would capture ``-log_p_y`` as 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,7 @@ from loss_rl.cli._console import console
 
 if TYPE_CHECKING:
     from loss_rl._refine import LossSource
+    from loss_rl.expr import Expr
 
 
 def resolve(source: str) -> LossSource:
@@ -114,19 +115,32 @@ def export_command(
         Reduction | None,
         typer.Option(help="Default batch reduction; taken from the source, or 'mean'."),
     ] = None,
+    pick: Annotated[
+        int | None,
+        typer.Option(
+            "--pick",
+            help="With a run folder: export the K-th loss of its hall of fame (1 = best score, "
+            "as `loss-rl inspect` and the search's summary list them) instead of the verified "
+            "best.",
+            metavar="K",
+        ),
+    ] = None,
 ) -> None:
     """Export a loss as a JSON spec, a standalone PyTorch module, or TorchScript."""
     from loss_rl.export import export
 
     loss = resolve(source)
+    expr, metadata = loss.expr, loss.metadata
+    if pick is not None:
+        expr, metadata = _picked(loss, pick)
     writable(out, "out")
     path = export(
-        loss.expr,
+        expr,
         out,
         format.value,  # type: ignore[arg-type]
         kind=kind.value if kind else loss.kind,
         reduction=reduction.value if reduction else loss.reduction,  # type: ignore[arg-type]
-        metadata=loss.metadata,
+        metadata=metadata,
     )
     hint = {
         Format.json: "load it with loss_rl.load_loss",
@@ -134,6 +148,41 @@ def export_command(
         Format.torchscript: "load it with torch.jit.load or loss_rl.load_loss",
     }[format]
     console().print(f"Wrote {path} ({format.value}: {hint})")
+
+
+def _picked(loss: LossSource, k: int) -> tuple[Expr, dict[str, Any]]:
+    """The ``k``-th loss of a run's hall of fame, and the metadata to export with it.
+
+    Raises:
+        ConfigError: naming ``--pick``, when the source is not a run folder or ``k`` is outside
+            the hall of fame (the message gives the valid range).
+    """
+    from loss_rl.errors import ConfigError
+    from loss_rl.expr import parse
+    from loss_rl.store import hall_of_fame_member, load_run, run_hall_of_fame
+
+    if loss.origin != "run" or loss.path is None:
+        raise ConfigError(
+            f"picks from a run folder's hall of fame; the source is {loss.description}, not a "
+            "run folder",
+            field="--pick",
+        )
+    run = load_run(loss.path)
+    front = run_hall_of_fame(run)
+    try:
+        member = hall_of_fame_member(front, k)
+    except IndexError as err:
+        raise ConfigError(f"{err} (see loss-rl inspect {run.path})", field="--pick") from None
+    metadata = {
+        "run": run.path.name,
+        "env": run.env_name,
+        "hall_of_fame_rank": member["rank"],
+        "size": member["size"],
+        "search_val_score": member["score"],
+        "simplified": member["simplified"],
+        "known_as": member.get("known_as"),
+    }
+    return parse(member["expression"]), metadata
 
 
 def evaluate(

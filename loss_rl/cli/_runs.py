@@ -68,7 +68,7 @@ def _run_with_progress(
 
 def _print_summary(run: Any, out: Console) -> None:
     """The end of a search: counts, timing, the best loss, verification and what to do next."""
-    from loss_rl.cli._tables import verification_parts
+    from loss_rl.cli._tables import best_loss_line, hall_of_fame_table, verification_parts
 
     s = run.summary or {}
     ev = s.get("evaluations", {})
@@ -82,20 +82,18 @@ def _print_summary(run: Any, out: Console) -> None:
     best = s.get("best")
     if best:
         noisy = " on noisy labels" if (s.get("protocol") or {}).get("val_labels") == "noisy" else ""
-        out.print(
-            Text.assemble(
-                ("Best loss ", "bold"),
-                best["expression"],
-                f"  (val {best['val_score']:.4f}{noisy})",
-            )
-        )
+        out.print(best_loss_line(best, noisy))
     ver = s.get("verification")
     if ver:
         for part in verification_parts(ver):
             out.print(part)
+    front = s.get("hall_of_fame")
+    if front:
+        out.print(hall_of_fame_table(front))
+    pick = f" [--pick 1..{len(front)}: a hall-of-fame loss]" if front else ""
     out.print(
         f"\nInspect:  loss-rl inspect {run.path} --html\n"
-        f"Export:   loss-rl export {run.path} --format py --out discovered_loss.py"
+        f"Export:   loss-rl export {run.path} --format py --out discovered_loss.py{pick}"
     )
     stopped = s.get("stopped")
     if stopped:
@@ -150,8 +148,8 @@ def search(
     agent: Annotated[
         str,
         typer.Option(
-            help="dqn | ppo | maskable_ppo | random | evolution | optuna | pretrained (the policy "
-            "shipped in the package), or YAML."
+            help="dqn | ppo | maskable_ppo | risk_seeking_ppo | random | evolution | optuna | "
+            "pretrained (the policy shipped in the package), or YAML."
         ),
     ] = "maskable_ppo",
     budget: Annotated[

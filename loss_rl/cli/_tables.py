@@ -169,12 +169,10 @@ def inspection(ins: Inspection) -> Iterator[RenderableType]:
     yield run_facts_table(s)
     best = s.get("best")
     if best:
-        yield Text.assemble(
-            ("Best loss ", "bold"),
-            (str(best["expression"]), "green"),
-            f"  (val {format_number(best.get('val_score'))})",
-        )
+        yield best_loss_line(best)
     yield top_table(s["top"])
+    if s.get("hall_of_fame"):
+        yield hall_of_fame_table(s["hall_of_fame"])
     ver = s.get("verification")
     if ver:
         yield from verification_parts(ver)
@@ -223,6 +221,44 @@ def run_facts_table(summary: Mapping[str, Any]) -> Table:
         )
     for key, value in facts:
         table.add_row(key, Text(str(value)))
+    return table
+
+
+def best_loss_line(best: Mapping[str, Any], note: str = "") -> Text:
+    """``Best loss EXPR  = SIMPLIFIED  (size N)  (val SCORE)``.
+
+    The simplified form only where it differs from the expression; summaries written before
+    simplified forms have neither it nor the size.
+    """
+    line = Text.assemble(("Best loss ", "bold"), (str(best["expression"]), "green"))
+    readable = best.get("simplified")
+    if readable and readable != best["expression"]:
+        line.append(f"  = {readable}")
+    if best.get("size") is not None:
+        line.append(f"  (size {best['size']})")
+    line.append(f"  (val {format_number(best.get('val_score'))}{note})")
+    return line
+
+
+def hall_of_fame_table(front: Sequence[Mapping[str, Any]]) -> Table:
+    """The hall of fame (:func:`loss_rl.store.hall_of_fame`), best score first.
+
+    Each row is smaller than the one before it; ``#`` is what ``loss-rl export RUN --pick``
+    takes.
+    """
+    table = Table(
+        title="hall of fame: validation score against size (Pareto front)", title_justify="left"
+    )
+    for col in ("#", "size", "val score", "loss (simplified)", "known as"):
+        table.add_column(col, overflow="fold" if col.startswith("loss") else "ellipsis")
+    for row in front:
+        table.add_row(
+            str(row["rank"]),
+            str(row["size"]),
+            format_number(row["score"]),
+            Text(str(row.get("simplified") or row["expression"])),
+            Text(str(row.get("known_as") or "—"), style="yellow" if row.get("known_as") else None),
+        )
     return table
 
 

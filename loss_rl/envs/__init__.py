@@ -1,7 +1,9 @@
 """The loss-design MDP: a gymnasium env whose state is a loss and whose reward is its score.
 
 - :class:`LossDesignEnv` (registered by ``import loss_rl`` as ``"loss_rl/LossDesign-v0"``;
-  kwargs ``config`` and ``evaluator``) with two search spaces, ``symbolic`` and ``parametric``;
+  kwargs ``config`` and ``evaluator``) with three search spaces, ``symbolic`` and ``parametric``
+  (edit a loss) and ``grammar`` (:class:`GrammarSpace`: build one loss per episode, token by
+  token);
 - :class:`EnvConfig`, its validated configuration;
 - :class:`BatchedLossVecEnv`, an SB3 ``VecEnv`` that evaluates the candidates of all its envs in
   one evaluator call;
@@ -13,6 +15,7 @@
 
 from loss_rl.envs._config import LIBRARY, RANDOM, EnvConfig
 from loss_rl.envs._env import LossDesignEnv
+from loss_rl.envs._grammar import GrammarSpace, GrammarState
 from loss_rl.envs._multitask import TaskBinding, TaskSchedule, TaskSwitcher
 from loss_rl.envs._parametric import ParametricSpace, ParamState
 from loss_rl.envs._reward import REWARD_MODES, score_reward
@@ -29,6 +32,8 @@ __all__ = [
     "TERMS",
     "BatchedLossVecEnv",
     "EnvConfig",
+    "GrammarSpace",
+    "GrammarState",
     "LossDesignEnv",
     "ParamState",
     "ParametricSpace",

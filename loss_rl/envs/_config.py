@@ -41,7 +41,7 @@ from loss_rl.schema import (
     to_plain,
 )
 
-SPACES = ("symbolic", "parametric")
+SPACES = ("symbolic", "parametric", "grammar")
 START_MODES = ("fixed", "random", "cycle")
 ON_REJECT = ("stay", "move")
 BEST_SCOPES = ("run", "episode")
@@ -50,6 +50,10 @@ RANDOM = "random"
 REFERENCE_START = {TaskKind.CLASSIFICATION: "ce", TaskKind.REGRESSION: "mse"}
 TASK_FEATURE_BOUND = 10.0
 DEFAULT_TASK_FEATURES = 8
+GRAMMAR_DEFAULTS: dict[str, Any] = {"reward": "score", "revisit_penalty": 0.0, "novelty_bonus": 0.0}
+"""Defaults :meth:`EnvConfig.from_dict` gives a ``grammar`` space for the keys it is not given:
+the terminal reward is the finished expression's score (designed for γ = 1 and risk-seeking
+policy gradients), with no bonus or penalty for (non-)novelty."""
 
 
 @dataclass(frozen=True)
@@ -60,17 +64,26 @@ class EnvConfig:
     ``__post_init__`` too). Lists are stored as tuples so that a config is immutable.
 
     Attributes:
-        space: ``"symbolic"`` (structural edits of an expression tree) or ``"parametric"``
-            (weights and hyper-parameters of ``Σ w_k · term_k(θ_k)``).
+        space: ``"symbolic"`` (structural edits of an expression tree), ``"parametric"``
+            (weights and hyper-parameters of ``Σ w_k · term_k(θ_k)``) or ``"grammar"`` (one
+            episode builds one expression in prefix order, one token per step; see
+            :mod:`loss_rl.envs._grammar`). For ``"grammar"``, :meth:`from_dict` fills the keys it
+            is not given from ``GRAMMAR_DEFAULTS`` (reward ``score``, no revisit penalty, no
+            novelty bonus); a directly constructed config keeps the defaults below.
         kind: Task kind the losses are written for.
-        max_steps: Episode cap: the episode is truncated after this many actions.
+        max_steps: Episode cap: the episode is truncated after this many actions. Grammar:
+            derived, always ``max_size`` (an expression is finished within ``max_size`` tokens;
+            a given value is replaced).
         min_steps: ``stop`` is masked (invalid) before this many actions in the episode.
-        max_size: Symbolic: largest tree (node count) an edit may produce; also the number of
-            node positions encoded in the observation and addressed by actions.
-        leaves: Symbolic: leaves an edit may introduce (``None``: all leaves of ``kind``).
-        ops: Symbolic: operators an edit may introduce or swap to (``None``: all operators that
-            make sense for ``kind``; reductions only for classification).
-        constants: Symbolic: constants an edit may introduce (next to the leaves).
+            Grammar: unused (``stop`` is always masked; the last token ends the episode).
+        max_size: Symbolic / grammar: largest tree (node count) an edit may produce or an
+            episode may build; symbolic: also the number of node positions encoded in the
+            observation and addressed by actions.
+        leaves: Symbolic / grammar: leaves an edit may introduce (``None``: all leaves of
+            ``kind``).
+        ops: Symbolic / grammar: operators an edit may introduce or swap to (``None``: all
+            operators that make sense for ``kind``; reductions only for classification).
+        constants: Symbolic / grammar: constants an edit may introduce (next to the leaves).
         const_max: Symbolic: constant edits are masked beyond this magnitude.
         on_reject: What a rejected / diverged candidate does to the state: ``"stay"`` keeps the
             current loss (the candidate is discarded), ``"move"`` moves to it anyway.
@@ -81,11 +94,13 @@ class EnvConfig:
         start: Start points: known-loss names, expression strings (symbolic), term names
             (parametric), ``"library"`` (all valid known losses / single terms of the kind) or
             ``"random"`` (parametric: uniformly random weights and parameters). ``None``: the
-            kind's reference loss (``"ce"`` or ``"mse"``).
+            kind's reference loss (``"ce"`` or ``"mse"``). Grammar: losses evaluated first (the
+            starting information every method shares; any size); every episode starts from the
+            empty expression.
         start_mode: ``"fixed"`` (always the first start point), ``"random"`` (uniform per
             episode) or ``"cycle"`` (round robin).
         start_best_prob: Probability that an episode starts from the run's best loss so far
-            (when there is one) instead of a start point.
+            (when there is one) instead of a start point. Grammar: must be 0.
         evaluate_start: Evaluate a start point whose score is not yet known (one evaluator call,
             usually a cache hit) so that the observation and ``delta_prev`` know its score.
         reward: Reward mode, one of ``REWARD_MODES`` (see :mod:`loss_rl.envs._reward`).
@@ -146,6 +161,8 @@ class EnvConfig:
                 (e.g. ``"env.space"``).
         """
         data = check_mapping(data, prefix, "expected a mapping, got {type}")
+        if data.get("space") == "grammar":
+            data = {**GRAMMAR_DEFAULTS, **data}
         if isinstance(data.get("start"), str):  # one start point
             data = {**data, "start": (data["start"],)}
         names = sorted(f.name for f in dataclasses.fields(cls))
@@ -223,12 +240,18 @@ def _validate(cfg: EnvConfig, where: str) -> None:
     kind = cfg.kind
     _int(cfg, "max_steps", where, 1)
     _int(cfg, "min_steps", where, 0)
-    if cfg.min_steps > cfg.max_steps:
+    if cfg.space != "grammar" and cfg.min_steps > cfg.max_steps:
         raise ConfigError(
             f"min_steps ({cfg.min_steps}) exceeds max_steps ({cfg.max_steps})",
             field=f"{where}.min_steps",
         )
     _int(cfg, "max_size", where, 2)
+    if cfg.space == "grammar":
+        # A grammar episode ends with the token that finishes the expression, within max_size
+        # tokens: the cap is derived so that it can never cut an expression short.
+        object.__setattr__(cfg, "max_steps", cfg.max_size)
+        if cfg.min_steps > cfg.max_steps:
+            object.__setattr__(cfg, "min_steps", cfg.max_steps)
     _num(cfg, "const_max", where, 1e-6)
     for name in ("leaves", "ops", "terms", "start"):
         v = getattr(cfg, name)
@@ -312,6 +335,11 @@ def _validate(cfg: EnvConfig, where: str) -> None:
 
     _choice(cfg, "start_mode", where, START_MODES)
     _num(cfg, "start_best_prob", where, 0.0, 1.0)
+    if cfg.space == "grammar" and cfg.start_best_prob != 0:
+        raise ConfigError(
+            "must be 0 in the grammar space: every episode builds a loss from the empty expression",
+            field=f"{where}.start_best_prob",
+        )
     if not isinstance(cfg.evaluate_start, bool):
         raise ConfigError(
             f"expected true or false, got {cfg.evaluate_start!r}", field=f"{where}.evaluate_start"
@@ -360,14 +388,24 @@ def _validate_start(cfg: EnvConfig, where: str) -> None:
             continue
         if entry == RANDOM:
             raise ConfigError("'random' start points exist only in the parametric space", at)
-        start_expr(entry, cfg, at)
+        start_expr(entry, cfg, at, sized=cfg.space != "grammar")
 
 
-def start_expr(entry: str | Expr, cfg: EnvConfig, at: str = "env.start") -> Expr:
+def start_expr(
+    entry: str | Expr, cfg: EnvConfig, at: str = "env.start", *, sized: bool = True
+) -> Expr:
     """Resolve a symbolic start point (known-loss name, expression string or tree) and check it.
 
+    Args:
+        entry: A known-loss name, an expression string or a tree.
+        cfg: The env config.
+        at: Field named in errors.
+        sized: Also require at most ``max_size`` nodes (grammar landmarks are only evaluated,
+            so they may be larger).
+
     Raises:
-        ConfigError: if it is not a structurally valid loss of ``cfg.kind`` within ``max_size``.
+        ConfigError: if it is not a structurally valid loss of ``cfg.kind`` (within
+            ``max_size`` when ``sized``).
     """
     if isinstance(entry, Expr):
         expr = entry
@@ -382,21 +420,24 @@ def start_expr(entry: str | Expr, cfg: EnvConfig, at: str = "env.start") -> Expr
             raise ConfigError(
                 f"start {entry!r} is neither a known loss nor an expression: {err}", field=at
             ) from None
-    problem = structural_problem(expr, cfg)
+    problem = structural_problem(expr, cfg, sized=sized)
     if problem:
         raise ConfigError(f"start {str(expr)!r}: {problem}", field=at)
     return expr
 
 
-def structural_problem(expr: Expr, cfg: EnvConfig) -> str:
-    """Why ``expr`` cannot be a state of the symbolic space ('' if it can)."""
+def structural_problem(expr: Expr, cfg: EnvConfig, *, sized: bool = True) -> str:
+    """Why ``expr`` cannot be a state of the symbolic space ('' if it can).
+
+    ``sized=False`` skips the ``max_size`` limit (a valid loss of any size).
+    """
     try:
         kind = task_kind(expr)
     except LossSpecError as err:
         return str(err)
     if kind is not None and kind is not cfg.kind:
         return f"uses {kind.value} leaves but the task is {cfg.kind.value}"
-    if expr.size() > cfg.max_size:
+    if sized and expr.size() > cfg.max_size:
         return f"has {expr.size()} nodes, more than max_size={cfg.max_size}"
     if is_vector(expr):
         return "is a per-class vector; reduce it with sum_c or mean_c"
@@ -404,3 +445,16 @@ def structural_problem(expr: Expr, cfg: EnvConfig) -> str:
     if not any(s.uses_prediction for s in leaves) or not any(s.uses_target for s in leaves):
         return "must depend on both the model output and the target"
     return ""
+
+
+def space_leaves(cfg: EnvConfig) -> tuple[str, ...]:
+    """Leaves the symbolic and grammar spaces may place: ``cfg.leaves`` or all of the kind's."""
+    return cfg.leaves or tuple(n for n, s in LEAVES.items() if s.kind is cfg.kind)
+
+
+def space_ops(cfg: EnvConfig) -> tuple[str, ...]:
+    """Operators the symbolic and grammar spaces may place: ``cfg.ops``, or every operator that
+    makes sense for the kind (reductions only for classification)."""
+    if cfg.ops is not None:
+        return cfg.ops
+    return tuple(n for n in OPS if cfg.kind is TaskKind.CLASSIFICATION or n not in REDUCTIONS)

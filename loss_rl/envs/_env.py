@@ -1,7 +1,13 @@
 """The loss-design MDP: :class:`LossDesignEnv` and the run-level :class:`RunStats` it uses.
 
 The state is the current loss; each action edits (symbolic space) or parameterizes (parametric
-space) it; the reward comes from the evaluator's validation score of the new loss. A step has two
+space) it; the reward comes from the evaluator's validation score of the new loss. In the
+generative ``grammar`` space (:mod:`loss_rl.envs._grammar`) the state is a partial expression
+instead: every episode starts from the empty expression and each action appends one token in
+prefix order; a token that leaves the expression unfinished is a *build* step (reward 0, nothing
+evaluated); the token that finishes it makes the expression the candidate, which is evaluated
+like any other, and the episode terminates with its reward (terminal reward only, designed for
+γ = 1). The config's start losses are then landmarks evaluated first, never states. A step has two
 phases so that a vectorized env can batch the evaluations of all its envs:
 :meth:`LossDesignEnv.propose` turns an action into a candidate expression (``None`` for ``stop`` or
 an invalid action), and :meth:`LossDesignEnv.commit` applies the candidate's
@@ -13,7 +19,8 @@ Observation: a flat float32 ``Box`` (works with SB3's DQN, PPO and sb3-contrib's
 
 1. the state encoding — symbolic: ``max_size`` rows of ``[one-hot token over (<pad>, the kind's
    leaves, <const>, every operator), sign(c)·log1p(|c|) for constants, is_vector]`` in prefix
-   order; parametric: see :mod:`loss_rl.envs._parametric`;
+   order; parametric: see :mod:`loss_rl.envs._parametric`; grammar: see
+   :mod:`loss_rl.envs._grammar`;
 2. ten search statistics (scores clipped to ±10): ``current score`` (0 if unknown),
    ``current score known``, ``best score`` (run's best, at least the reference),
    ``reference score``, ``current - reference``, ``best - reference``, ``step / max_steps``, and
@@ -21,9 +28,10 @@ Observation: a flat float32 ``Box`` (works with SB3's DQN, PPO and sb3-contrib's
 3. the task descriptor ``config.task_features``.
 
 Action: ``Discrete(1 + n)``; action 0 is ``stop``, action ``1 + i`` is the space's action ``i``
-(:meth:`LossDesignEnv.action_name` names them). :meth:`LossDesignEnv.action_masks` follows the
-sb3-contrib MaskablePPO convention; a masked action taken anyway (e.g. by DQN) is a no-op with
-``-invalid_penalty``. Rewards: see :mod:`loss_rl.envs._reward`.
+(:meth:`LossDesignEnv.action_name` names them; ``stop`` is always masked in the grammar space).
+:meth:`LossDesignEnv.action_masks` follows the sb3-contrib MaskablePPO convention; a masked
+action taken anyway (e.g. by DQN) is a no-op with ``-invalid_penalty``. Rewards: see
+:mod:`loss_rl.envs._reward`.
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from loss_rl.envs._config import RANDOM, EnvConfig
+from loss_rl.envs._config import RANDOM, EnvConfig, start_expr
+from loss_rl.envs._grammar import GrammarSpace, GrammarState
 from loss_rl.envs._parametric import ParametricSpace
 from loss_rl.envs._reward import score_reward
 from loss_rl.envs._run_stats import RunStats
@@ -57,6 +66,8 @@ class _Pending:
     state: Any
     stop: bool
     result: EvalResult | None = None
+    build: bool = False  # grammar: a token that leaves the expression unfinished
+    deferred: bool = False  # grammar: the finished expression is scored later (settle())
 
 
 class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
@@ -95,9 +106,14 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
         # Other modes are accepted (gymnasium.make already warns): SB3's make_vec_env asks for
         # "rgb_array" by default. Only "ansi" renders anything.
         self.render_mode = render_mode
-        self.space: SymbolicSpace | ParametricSpace = (
-            SymbolicSpace(config) if config.space == "symbolic" else ParametricSpace(config)
-        )
+        self.space: SymbolicSpace | ParametricSpace | GrammarSpace
+        if config.space == "symbolic":
+            self.space = SymbolicSpace(config)
+        elif config.space == "grammar":
+            self.space = GrammarSpace(config)
+        else:
+            self.space = ParametricSpace(config)
+        self.generative = isinstance(self.space, GrammarSpace)
         self._owns_run = run is None
         self.run: RunStats = run if run is not None else RunStats()
         self.env_index = env_index
@@ -137,10 +153,26 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
 
     @property
     def expression(self) -> Expr:
-        """The current loss expression."""
+        """The current loss expression.
+
+        Raises:
+            gymnasium.error.ResetNeeded: before :meth:`reset`, and while a grammar expression is
+                unfinished (see :attr:`state_text`).
+        """
         if self._expr is None:
+            if self._state is not None:
+                raise gym.error.ResetNeeded("the grammar expression is not finished yet")
             raise gym.error.ResetNeeded("call reset() first")
         return self._expr
+
+    @property
+    def state_text(self) -> str:
+        """The current state as text: the loss, or a partial grammar expression (``?`` slots)."""
+        if self._state is None:
+            raise gym.error.ResetNeeded("call reset() first")
+        if isinstance(self.space, GrammarSpace):
+            return self.space.text(self._state)
+        return str(self._expr)
 
     @property
     def score(self) -> float | None:
@@ -159,7 +191,8 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
         if self._mask is None:
             mask = np.empty(self.action_space.n, dtype=bool)  # type: ignore[attr-defined]
             mask[1:] = self.space.mask(self._state)
-            mask[0] = self._step >= self.config.min_steps
+            # A grammar episode ends with its last token, never with stop.
+            mask[0] = not self.generative and self._step >= self.config.min_steps
             if not mask.any():
                 mask[0] = True  # never leave a masked policy without a move
             self._mask = mask
@@ -225,7 +258,8 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
         Args:
             seed: Seeds ``self.np_random``.
             options: ``{"start": Expr | str}`` starts this episode there (symbolic: any valid
-                tree; parametric: a term name); ``{"task_features": [...]}`` replaces the task
+                tree; parametric: a term name; grammar: a :class:`GrammarState` prefix, by default
+                the empty expression); ``{"task_features": [...]}`` replaces the task
                 descriptor.
         """
         super().reset(seed=seed)
@@ -238,6 +272,8 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
             self.set_task_features(options["task_features"])
         self._episode += 1
         self.run.n_episodes += 1
+        if self.generative and self.config.evaluate_start:
+            self._evaluate_landmarks()
         state = self._choose_start(options.get("start"))
         self._state = state
         self._expr = self.space.expr(state)
@@ -262,7 +298,7 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
             pending = self._pending
         assert pending is not None
         result = pending.result
-        if pending.candidate is not None and result is None:
+        if pending.candidate is not None and result is None and not pending.deferred:
             (result,) = _evaluate(self.evaluator, [pending.candidate], [self._context()])
         return self.commit(result)
 
@@ -275,7 +311,7 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
         fmt = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
         lines = [
             f"episode {self._episode}  step {self._step}/{self.config.max_steps}",
-            f"loss      {self._expr}",
+            f"loss      {self.state_text}",
             f"score     {fmt(self._score)}   (reference {fmt(ref)}, run best {fmt(best)})",
             f"run best  {self.run.best_expression}",
             f"last      {self._last[0]} -> {self._last[1]}",
@@ -289,8 +325,9 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
         """Turn ``action`` into a candidate loss, to be evaluated and then :meth:`commit`-ted.
 
         Returns:
-            The candidate expression, or ``None`` for ``stop`` and for masked actions (no-ops
-            that :meth:`commit` penalises).
+            The candidate expression, or ``None`` for ``stop``, for masked actions (no-ops
+            that :meth:`commit` penalises) and for grammar tokens that leave the expression
+            unfinished (build steps: :meth:`commit` moves on with reward 0).
 
         Raises:
             ValueError: if ``action`` is outside the action space.
@@ -307,7 +344,8 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
             self._pending = _Pending(a, name, None, None, stop=True)
         else:
             state = self.space.apply(self._state, a - 1)
-            self._pending = _Pending(a, name, self.space.expr(state), state, stop=False)
+            cand = self.space.expr(state)
+            self._pending = _Pending(a, name, cand, state, stop=False, build=cand is None)
         return self._pending.candidate
 
     def provide(self, result: EvalResult) -> None:
@@ -320,6 +358,45 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
             raise RuntimeError("provide() needs a proposed candidate; call propose() first")
         self._pending.result = result
 
+    def defer(self) -> tuple[Expr, Any, dict[str, Any]]:
+        """Grammar: end the episode on the proposed expression without scoring it now.
+
+        An on-policy agent with terminal rewards only needs the rewards when it updates, so a
+        vectorized env can collect a whole rollout's expressions and score them in one evaluator
+        call (:meth:`BatchedLossVecEnv.flush`), which keeps the batched trainer busy. The next
+        :meth:`commit` then ends the episode with reward 0 and the run learns the score through
+        :meth:`settle`.
+
+        Returns:
+            The candidate, its state and its evaluation context (for :meth:`settle`).
+
+        Raises:
+            RuntimeError: outside the grammar space, or without a proposed finished expression.
+        """
+        pending = self._pending
+        if not self.generative or pending is None or pending.candidate is None:
+            raise RuntimeError("defer() needs a finished grammar expression; call propose() first")
+        pending.deferred = True
+        return pending.candidate, pending.state, self._context()
+
+    def settle(self, candidate: Expr, state: Any, result: EvalResult) -> float:
+        """Record a deferred expression's evaluation; returns the reward its step had earned."""
+        cfg = self.config
+        self.run.record(candidate, result, state)
+        if result.ok and result.score is not None:
+            score = float(result.score)
+            ref = self._reference()
+            reward = score_reward(
+                cfg.reward,
+                score,
+                previous=ref,
+                reference=ref,
+                best=self._run_best(ref),
+                gain_clip=cfg.gain_clip,
+            )
+            return reward + (cfg.novelty_bonus if result.trained else -cfg.revisit_penalty)
+        return -(cfg.reject_penalty if result.status is Status.REJECTED else cfg.diverge_penalty)
+
     def eval_context(self) -> dict[str, Any]:
         """Bookkeeping recorded by the evaluator with this env's candidate."""
         return self._context()
@@ -330,8 +407,8 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
         """Apply the proposed move with its evaluation ``result``; returns the step 5-tuple.
 
         Args:
-            result: The candidate's evaluation (``None`` for ``stop``/invalid moves, or when it
-                was attached with :meth:`provide`).
+            result: The candidate's evaluation (``None`` for ``stop``/invalid/grammar build
+                moves, or when it was attached with :meth:`provide`).
 
         Raises:
             RuntimeError: without a pending :meth:`propose`, or without a result for a candidate.
@@ -340,7 +417,7 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
         if pending is None:
             raise RuntimeError("commit() needs a proposed move; call propose() first")
         result = result if result is not None else pending.result
-        if pending.candidate is not None and result is None:
+        if pending.candidate is not None and result is None and not pending.deferred:
             raise RuntimeError("the proposed candidate needs its EvalResult")
         self._pending = None
         self._step += 1
@@ -350,6 +427,12 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
         invalid = rejected = cached = 0.0
         if pending.stop:
             reward, outcome, terminated = 0.0, "stop", True
+        elif pending.build:
+            reward, outcome = 0.0, "build"
+            self._state = pending.state
+        elif pending.deferred:
+            reward, outcome, terminated = 0.0, "deferred", True
+            self._move_to(pending, None)
         elif pending.candidate is None:
             reward, outcome, invalid = -cfg.invalid_penalty, "invalid (no-op)", 1.0
             self.run.n_invalid += 1
@@ -357,6 +440,7 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
             assert result is not None
             reward, outcome = self._apply_result(pending, result)
             rejected = float(not result.ok)
+            terminated = self.generative  # one episode, one expression
             cached = float(result.ok and not result.trained)
         self._flags = (invalid, rejected, cached)
         self._mask = None
@@ -396,7 +480,7 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
                 self._episode_best = score
             return reward, f"ok {score:.4f}" + ("" if result.trained else " (cached)")
         penalty = cfg.reject_penalty if result.status is Status.REJECTED else cfg.diverge_penalty
-        if cfg.on_reject == "move":
+        if cfg.on_reject == "move" or self.generative:
             self._move_to(pending, None)
         why = f": {result.reason}" if result.reason else ""
         return -penalty, f"{result.status.value}{why}"
@@ -423,8 +507,28 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
             ctx["action"] = self._pending.name  # recorded in the ledger: edit usage over a run
         return ctx
 
-    def _choose_start(self, override: Expr | str | None) -> Any:
+    def _evaluate_landmarks(self) -> None:
+        """Grammar: evaluate the start losses not known yet, in one call (a vectorized env
+        has usually done so in its reset)."""
+        todo = [e for e in self.start_candidates() if e.key not in self.run.scores]
+        todo = list({e.key: e for e in todo}.values())
+        if todo:
+            ctx = [self._context(start=True) for _ in todo]
+            self.remember(todo, _evaluate(self.evaluator, todo, ctx))
+
+    def _choose_start(self, override: Expr | str | GrammarState | None) -> Any:
+        if isinstance(self.space, GrammarSpace):
+            if override is None:
+                return self.space.initial_state()
+            if not self.space.accepts(override):
+                raise ConfigError(
+                    "a grammar episode starts from the empty expression or from a GrammarState "
+                    f"prefix of this space, got {override!r}",
+                    field="options.start",
+                )
+            return override
         if override is not None:
+            assert not isinstance(override, GrammarState)
             return self._state_from_user(override)
         cfg = self.config
         best = self.run.best_state
@@ -460,11 +564,11 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
                     field="options.start",
                 )
             return state
-        from loss_rl.envs._config import start_expr
-
         return start_expr(start, self.config, at="options.start")
 
-    def _start_score(self, expr: Expr, state: Any) -> float | None:
+    def _start_score(self, expr: Expr | None, state: Any) -> float | None:
+        if expr is None:  # an unfinished grammar expression has no score
+            return None
         key = expr.key
         if key in self.run.scores:
             score = self.run.scores[key]
@@ -502,12 +606,17 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
     def _info(self, pending: _Pending | None, result: EvalResult | None) -> dict[str, Any]:
         run = self.run
         return {
-            "expression": str(self._expr),
+            "expression": self.state_text,
             "score": self._score,
             "action": pending.name if pending is not None else None,
             "candidate": str(pending.candidate) if pending and pending.candidate else None,
             "result": result,
-            "invalid": bool(pending is not None and not pending.stop and pending.candidate is None),
+            "invalid": bool(
+                pending is not None
+                and not pending.stop
+                and not pending.build
+                and pending.candidate is None
+            ),
             "reference_score": self._reference(),
             "best_score": run.best_score,
             "best_expression": str(run.best_expression) if run.best_expression else None,

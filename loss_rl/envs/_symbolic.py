@@ -27,7 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loss_rl.envs._config import LIBRARY, EnvConfig, start_expr, structural_problem
+from loss_rl.envs._config import (
+    LIBRARY,
+    EnvConfig,
+    space_leaves,
+    space_ops,
+    start_expr,
+    structural_problem,
+)
 from loss_rl.expr import (
     BINARY_OPS,
     KNOWN_LOSSES,
@@ -39,7 +46,6 @@ from loss_rl.expr import (
     Expr,
     Leaf,
     Op,
-    TaskKind,
     is_vector,
     round_constant,
 )
@@ -125,12 +131,8 @@ class SymbolicSpace:
         self.config = config
         self.kind = config.kind
         self.max_size = config.max_size
-        leaf_names = config.leaves or tuple(n for n, s in LEAVES.items() if s.kind is self.kind)
-        ops = config.ops
-        if ops is None:
-            ops = tuple(
-                n for n in OPS if self.kind is TaskKind.CLASSIFICATION or n not in REDUCTIONS
-            )
+        leaf_names = space_leaves(config)
+        ops = space_ops(config)
         self.operands: tuple[Expr, ...] = (
             *(Leaf(n) for n in leaf_names),
             *(Const(round_constant(c)) for c in dict.fromkeys(config.constants)),

@@ -11,6 +11,8 @@ wrappers such as ``Monitor`` keep working and the rest of ``DummyVecEnv`` (auto-
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -19,8 +21,19 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 
 from loss_rl.envs._env import LossDesignEnv, _evaluate
 from loss_rl.envs._run_stats import RunStats
-from loss_rl.evaluation import EvaluatorLike
+from loss_rl.evaluation import EvalResult, EvaluatorLike
 from loss_rl.expr import Expr
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """A finished expression waiting for :meth:`BatchedLossVecEnv.flush`."""
+
+    row: int
+    env: int
+    expr: Expr
+    state: Any
+    ctx: dict[str, Any]
 
 
 class BatchedLossVecEnv(DummyVecEnv):
@@ -38,6 +51,11 @@ class BatchedLossVecEnv(DummyVecEnv):
         multi_task: The envs switch tasks (:class:`~loss_rl.envs.TaskSwitcher`): keep each
             env's own evaluator and run, and send each step's candidates to their envs'
             evaluators, one call per evaluator.
+        defer: Grammar space, on-policy agents: a finished expression ends its episode with
+            reward 0 and waits; :meth:`flush` scores every waiting expression in one evaluator
+            call and returns the rewards with the steps that earned them, for the agent to
+            write into its rollout (:class:`loss_rl.agents.callbacks.DeferredRewardCallback`).
+            Candidates of the other spaces are always scored at once.
 
     Raises:
         TypeError: if an env is not a :class:`LossDesignEnv`.
@@ -50,6 +68,7 @@ class BatchedLossVecEnv(DummyVecEnv):
         evaluator: EvaluatorLike | None = None,
         share_run: bool = True,
         multi_task: bool = False,
+        defer: bool = False,
     ) -> None:
         fns = [(lambda e=e: e) if isinstance(e, gym.Env) else e for e in env_fns_or_envs]
         super().__init__(fns)
@@ -75,6 +94,11 @@ class BatchedLossVecEnv(DummyVecEnv):
             if share_run:
                 u.attach_run(self.run)
         self.share_run = share_run
+        if defer and multi_task:
+            raise ValueError("defer=True needs one evaluator: not with multi_task")
+        self.defer = defer
+        self._since_flush = 0  # vec steps since the last flush: a rollout's row index
+        self._waiting: list[_Waiting] = []
 
     def reset(self) -> VecEnvObs:
         """Reset all envs; their unknown start points are first evaluated in one batch.
@@ -109,8 +133,14 @@ class BatchedLossVecEnv(DummyVecEnv):
         candidates = [u.propose(a) for u, a in zip(self.units, actions, strict=True)]
         groups: dict[int, list[int]] = {}
         for i, c in enumerate(candidates):
-            if c is not None:
-                groups.setdefault(id(self.units[i].evaluator), []).append(i)
+            if c is None:
+                continue
+            if self.defer and self.units[i].generative:
+                expr, state, ctx = self.units[i].defer()
+                self._waiting.append(_Waiting(self._since_flush, i, expr, state, ctx))
+                continue
+            groups.setdefault(id(self.units[i].evaluator), []).append(i)
+        self._since_flush += 1
         for idx in groups.values():
             results = _evaluate(
                 self.units[idx[0]].evaluator,
@@ -121,6 +151,23 @@ class BatchedLossVecEnv(DummyVecEnv):
                 self.units[i].provide(r)
         # The envs' step() finds their pending proposal and its result: no further calls.
         return super().step_wait()
+
+    def flush(self) -> list[tuple[int, int, float, EvalResult]]:
+        """Score the waiting expressions in one evaluator call and start a new window.
+
+        Returns:
+            ``(row, env, reward, result)`` per waiting expression: ``row`` counts the vec steps
+            since the previous flush (the step that finished the expression), ``env`` is the
+            env's index, ``reward`` what that step earned.
+        """
+        waiting, self._waiting, self._since_flush = self._waiting, [], 0
+        if not waiting:
+            return []
+        results = _evaluate(self.evaluator, [w.expr for w in waiting], [w.ctx for w in waiting])
+        return [
+            (w.row, w.env, self.units[w.env].settle(w.expr, w.state, r), r)
+            for w, r in zip(waiting, results, strict=True)
+        ]
 
     def inject_best(self, expression: Expr | str, score: float) -> bool:
         """Offer a loss found elsewhere as the run's best (see :meth:`LossDesignEnv.inject_best`).

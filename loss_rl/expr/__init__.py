@@ -1,6 +1,6 @@
 """The loss language: primitives, expression trees, parsing, canonical keys, compilation,
-code generation, numeric fingerprints, validity checks, the library of known losses and the
-novelty check against it.
+code generation, numeric fingerprints, validity checks, simplified display, the library of known
+losses and the novelty check against it.
 
 This package imports nothing else of loss_rl (but :mod:`loss_rl.errors`).
 """
@@ -46,6 +46,7 @@ from loss_rl.expr._nodes import (
 from loss_rl.expr._novelty import GRADIENT_RTOL, KnownMatch, known_equivalent
 from loss_rl.expr._parse import parse
 from loss_rl.expr._probes import probes
+from loss_rl.expr._simplify import simplified_size, simplify
 from loss_rl.expr.library import KNOWN_LOSSES, KnownLoss, format_params, known_loss
 
 __all__ = [
@@ -97,6 +98,8 @@ __all__ = [
     "round_constant",
     "safe_denominator",
     "safe_log",
+    "simplified_size",
+    "simplify",
     "task_kind",
     "torch_code",
 ]

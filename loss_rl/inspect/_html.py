@@ -25,6 +25,10 @@ th{background:#f4f4f4}code,.math{font-family:ui-monospace,Menlo,Consolas,monospa
 """
 
 
+# The hall of fame's columns as the report shows them (the key and fidelity stay in the JSON).
+_FRONT_COLUMNS = ("rank", "size", "score", "simplified", "expression", "known_as")
+
+
 def _table(rows: Sequence[Mapping[Any, Any]], columns: Sequence[str] | None = None) -> str:
     if not rows:
         return "<p class='none'>none</p>"
@@ -92,9 +96,16 @@ def render_html(
         f"<h1>loss_rl run <code>{e(s['name'])}</code></h1>",
     ]
     if best:
+        readable = best.get("simplified")
+        shown = (
+            f" = <span class='math' id='best-simplified'>{e(str(readable))}</span> "
+            f"(size {e(str(best.get('size')))})"
+            if readable and readable != best.get("expression")
+            else ""
+        )
         parts.append(
             f"<p class='best'>Best loss: <span class='math' id='best-loss'>"
-            f"{e(str(best.get('expression')))}</span> "
+            f"{e(str(best.get('expression')))}</span>{shown} "
             f"(validation {e(format_number(best.get('val_score')))})</p>"
         )
     else:
@@ -105,6 +116,13 @@ def render_html(
         parts.append("</ul>")
     parts.append("<h2>Run summary</h2>" + _table([{"": k, "value": v} for k, v in facts]))
     parts.append(f"<h2>Top {len(s['top'])} losses (validation)</h2>" + _table(s["top"]))
+    front = s.get("hall_of_fame")
+    if front is not None:
+        # PySR's presentation: what each extra node of the expression buys in score.
+        parts.append(
+            "<h2 id='hall-of-fame'>Hall of fame (Pareto front: validation score against size)"
+            "</h2>" + _table(front, _FRONT_COLUMNS)
+        )
     ver = s.get("verification")
     if ver:
         cols = ["loss", "params", "expression", "known_as", "mean", "ci_low", "ci_high"]

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from loss_rl.errors import LossRLError
+from loss_rl.expr import parse, simplified_size, simplify
 from loss_rl.inspect._facts import load_policy, missing, policy_file
 from loss_rl.inspect._format import json_ready
 from loss_rl.inspect._html import render_html
@@ -26,7 +27,7 @@ from loss_rl.inspect._stats import (
     reference_score,
 )
 from loss_rl.presets import TRUST_HINT
-from loss_rl.store import Run, load_run
+from loss_rl.store import Run, load_run, run_hall_of_fame
 
 REPORT = "report.html"
 
@@ -38,7 +39,7 @@ class Inspection:
     Attributes:
         run: The run.
         summary: Run facts (JSON-ready): task, agent, budget, counts, timing, best, top-K,
-            verification.
+            verification, hall of fame.
         rollout: The greedy rollout of the policy (``None`` without one, or when skipped).
         usage: Edit usage of the policy (:func:`action_usage`).
         outcomes: Proposals over training (:func:`outcomes_over_training`).
@@ -94,7 +95,13 @@ class Inspection:
 
 
 def run_summary(run: Run, top: int = 5) -> dict[str, Any]:
-    """Task, agent, budget, counts, timing, best and top-``top`` losses of a run."""
+    """Task, agent, budget, counts, timing, best, top-``top`` losses and hall of fame of a run.
+
+    ``best`` carries its readable form and size (``simplified``, ``size``);
+    ``hall_of_fame`` is the Pareto front of validation score against size
+    (:func:`loss_rl.store.run_hall_of_fame`, best score first): from ``summary.json`` when the
+    search finished, else computed from the ledger.
+    """
     s = run.summary or {}
     counts = run.counts
     wall = s.get("wall_seconds")
@@ -129,7 +136,7 @@ def run_summary(run: Run, top: int = 5) -> dict[str, Any]:
             "evals_per_second": (counts["trained"] / wall) if wall else None,
             "resolved_without_training": resolved,
             "reference_score": reference_score(run),
-            "best": run.best,
+            "best": _with_simplified(run.best),
             "top": [
                 {
                     "rank": i + 1,
@@ -140,8 +147,20 @@ def run_summary(run: Run, top: int = 5) -> dict[str, Any]:
                 for i, r in enumerate(topk.itertuples(index=False))
             ],
             "verification": s.get("verification"),
+            "hall_of_fame": run_hall_of_fame(run),
         }
     )
+
+
+def _with_simplified(best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``best`` with ``simplified`` and ``size`` (summaries before them lack both)."""
+    if not best or "simplified" in best or not best.get("expression"):
+        return best
+    try:
+        expr = parse(str(best["expression"]))
+    except LossRLError:  # a summary from another loss_rl: show it as it is
+        return best
+    return {**best, "simplified": simplify(expr), "size": simplified_size(expr)}
 
 
 def inspect_run(

@@ -42,13 +42,14 @@ class RolloutStep:
 
     Attributes:
         step: Step index (0-based).
-        expression: The loss before the edit.
+        expression: The loss before the edit (grammar: the partial expression, ``?`` slots).
         score: Its validation score (``None``: unknown or not ok).
         action: The chosen edit (``stop``, ``3:wrap:log``, ``gce:q+``...).
         top: The top actions as ``(name, probability)`` or ``(name, Q-value)``.
         value: The value estimate of the state (PPO: V(s); DQN: max Q).
         candidate: The loss the edit proposed (``None`` for stop / invalid).
-        outcome: ``ok``, ``rejected``, ``diverged``, ``error``, ``stop`` or ``invalid``.
+        outcome: ``ok``, ``rejected``, ``diverged``, ``error``, ``stop``, ``invalid`` or
+            ``build`` (a grammar token that leaves the expression unfinished).
         source: Where its score came from (``trained``, ``cache_key``...; ``None`` if none).
         reason: Why it was rejected / not evaluated.
         next_expression: The loss after the step.
@@ -160,7 +161,7 @@ def _policy_view(
         if algo == "dqn":
             q = policy.q_net(obs_t)[0].cpu().numpy().astype(float)  # type: ignore[operator]
             return q, float(q.max()), "q_value"
-        if algo == "maskable_ppo":
+        if algo in ("maskable_ppo", "risk_seeking_ppo"):
             dist = policy.get_distribution(obs_t, action_masks=mask)  # type: ignore[call-arg]
         else:
             dist = policy.get_distribution(obs_t)  # type: ignore[attr-defined]
@@ -192,6 +193,8 @@ def _make_env(run: Run, evaluator: InspectEvaluator) -> LossDesignEnv:
 def _default_start(env: LossDesignEnv) -> str | None:
     from loss_rl.envs import LIBRARY, RANDOM
 
+    if env.generative:  # start points are landmarks: every episode builds from scratch
+        return None
     first = env.config.start_points[0]
     return None if first in (LIBRARY, RANDOM) else first
 
@@ -218,13 +221,16 @@ def _episode(
         shown = view if algo == "dqn" else np.where(mask, view, 0.0)
         order = [int(i) for i in np.argsort(-shown, kind="stable")[:TOP_ACTIONS]]
         action = _choose(algo, shown, deterministic, rng, eps)
-        before, score = str(env.expression), env.score
+        # A grammar state is a partial expression (with "?" slots), not yet a loss.
+        before, score = env.state_text, env.score
         obs, reward, terminated, truncated, info = env.step(action)
         result: EvalResult | None = info["result"]
         if info["action"] == "stop":
             outcome = "stop"
         elif info["invalid"]:
             outcome = "invalid"
+        elif info["candidate"] is None:
+            outcome = "build"
         else:
             outcome = result.status.value if result is not None else "?"
         steps.append(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from loss_rl.errors import ConfigError
+from loss_rl.evaluation import FidelityConfig
 from loss_rl.executors import ExecutorConfig
 from loss_rl.presets._files import find_preset, load_yaml, resolve_data_paths
 from loss_rl.schema import check_int, parse_section
@@ -26,10 +27,21 @@ class EvaluationConfig:
     Attributes:
         seeds: Paired model seeds per candidate (score = mean over them).
         data_seed: Seed of the data split and corruption (fixed for the run).
+        fidelity: Multi-fidelity evaluation (successive halving / ASHA), written
+            ``{rungs: [s0, s1, ..., task.training.steps], keep: 0.33}``; off (``None``) by
+            default. See :class:`loss_rl.evaluation.FidelityConfig`.
     """
 
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     data_seed: int = 0
+    fidelity: FidelityConfig | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``config.yaml`` (no ``fidelity`` key while it is off)."""
+        out: dict[str, Any] = {"seeds": self.seeds, "data_seed": self.data_seed}
+        if self.fidelity is not None:
+            out["fidelity"] = self.fidelity.to_dict()
+        return out
 
 
 @dataclass
@@ -43,12 +55,20 @@ class VerificationConfig:
         references: Known losses compared against (default: every library loss of the kind).
         tune_references: Tune each reference's hyper-parameters on the validation split over
             the library's grid before comparing (:func:`loss_rl.verify.verify`).
+        refine_constants: Before verifying, refine the constants of the best search candidate
+            by meta-gradient descent through the task's inner training
+            (:func:`loss_rl.meta.meta_optimize`, EvoMAL's step: Raymond et al. 2023) and verify
+            the refined loss next to the unrefined one; the winner is still chosen on
+            validation, and the refinement's own effect is reported separately.
+        refine_meta_steps: Outer steps of that refinement.
     """
 
     top_k: int = 3
     seeds: int = 10
     references: list[str] | None = None
     tune_references: bool = True
+    refine_constants: bool = False
+    refine_meta_steps: int = 20
 
 
 @dataclass
@@ -70,7 +90,7 @@ class EnvPreset:
             "description": self.description,
             "task": self.task.to_dict(),
             "space": self.space,
-            "evaluation": vars(self.evaluation),
+            "evaluation": self.evaluation.to_dict(),
             "verification": vars(self.verification),
             "budget": self.budget,
         }
@@ -107,11 +127,23 @@ def parse_env_preset(data: dict[str, Any], name: str) -> EnvPreset:
     evaluation = parse_section(data, "evaluation", EvaluationConfig, "env")
     if not evaluation.seeds:
         raise ConfigError("needs at least one seed", field="env.evaluation.seeds")
+    if evaluation.fidelity is not None:
+        prefix = "env.evaluation.fidelity"
+        evaluation.fidelity = FidelityConfig.from_dict(evaluation.fidelity, prefix)  # type: ignore[arg-type]
+        if evaluation.fidelity.rungs[-1] != task.training.steps:
+            raise ConfigError(
+                f"the last rung must be the task's search steps ({task.training.steps}), got "
+                f"{evaluation.fidelity.rungs[-1]}",
+                field=f"{prefix}.rungs",
+            )
     verification = parse_section(data, "verification", VerificationConfig, "env")
     if not isinstance(verification.seeds, int) or verification.seeds < 2:
         raise ConfigError("must be an integer >= 2", field="env.verification.seeds")
     if not isinstance(verification.tune_references, bool):
         raise ConfigError("must be true or false", field="env.verification.tune_references")
+    if not isinstance(verification.refine_constants, bool):
+        raise ConfigError("must be true or false", field="env.verification.refine_constants")
+    check_int(verification.refine_meta_steps, "env.verification.refine_meta_steps", 1)
     budget = data.get("budget", 200)
     check_budget(budget, "env.budget")
     executor = None

@@ -30,7 +30,8 @@ def load_agent_config(name_or_path: str | Path, env_name: str = "default") -> Ag
     overrides it.
 
     Args:
-        name_or_path: ``dqn`` | ``ppo`` | ``maskable_ppo`` (shipped presets) or a YAML path.
+        name_or_path: ``dqn`` | ``ppo`` | ``maskable_ppo`` | ``risk_seeking_ppo`` (shipped
+            presets) or a YAML path.
         env_name: Env preset name whose section overrides ``default`` (for a suite task
             ``<suite>:<task>``, the suite's section applies first).
 

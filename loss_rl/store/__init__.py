@@ -4,10 +4,12 @@ Layout of ``results/<run-id>/``::
 
     config.yaml      fully resolved configuration (env preset + agent preset + run options)
     command.txt      the command line that started the run (and each resume)
-    ledger.sqlite    every evaluation, written as each batch finishes (WAL mode)
+    ledger.sqlite    every evaluation, written as each batch finishes (WAL mode); with
+                     multi-fidelity evaluation also each finished rung and the training
+                     states (plain tensors) its promotion continues from
     agent.zip        the SB3 agent (+ replay_buffer.npz for DQN), saved at checkpoints
     best/            loss.json, loss.py, loss.pt of the verified winner
-    summary.json     best loss, verification table, evaluation counts, timing
+    summary.json     best loss, verification table, hall of fame, evaluation counts, timing
     run.lock         the writer's lock (:class:`RunLock`): pid of the process writing the run
 
 The ledger sits behind :class:`Ledger` so that other back ends can be added without touching the
@@ -37,7 +39,14 @@ from loss_rl.store._files import (
     read_yaml,
     write_yaml,
 )
-from loss_rl.store._ledger import LEDGER_SCHEMA_VERSION, Ledger, check_ledger
+from loss_rl.store._hall_of_fame import (
+    HALL_OF_FAME_COLUMNS,
+    hall_of_fame,
+    hall_of_fame_member,
+    hall_of_fame_records,
+    run_hall_of_fame,
+)
+from loss_rl.store._ledger import LEDGER_SCHEMA_VERSION, Ledger, RungRecord, check_ledger
 from loss_rl.store._lock import RunLock, check_run_name, create_run_dir
 from loss_rl.store._run import Run, check_run_files, is_run, load_run, read_data_record
 
@@ -46,6 +55,7 @@ __all__ = [
     "CONFIG",
     "CONFIG_VERSION",
     "DATA_RECORD",
+    "HALL_OF_FAME_COLUMNS",
     "LEDGER",
     "LEDGER_SCHEMA_VERSION",
     "LOCK",
@@ -54,15 +64,20 @@ __all__ = [
     "Run",
     "RunConfig",
     "RunLock",
+    "RungRecord",
     "check_ledger",
     "check_run_files",
     "check_run_name",
     "check_zip",
     "create_run_dir",
+    "hall_of_fame",
+    "hall_of_fame_member",
+    "hall_of_fame_records",
     "is_run",
     "load_run",
     "read_data_record",
     "read_summary",
     "read_yaml",
+    "run_hall_of_fame",
     "write_yaml",
 ]

@@ -8,6 +8,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,35 @@ _COLUMNS = (
     "created",
     "action",
 )
+
+
+@dataclass(frozen=True)
+class RungRecord:
+    """One finished rung of a candidate under multi-fidelity evaluation.
+
+    Attributes:
+        key: Canonical key of the candidate.
+        rung: Index of the rung (0 = the lowest).
+        steps: Optimiser steps the candidate has taken at this rung, in all.
+        status: Its status there (``ok`` or ``diverged``; errors are not recorded).
+        score: Validation score there (mean over the paired seeds), ``None`` unless ok.
+        metrics: Validation metrics there.
+        reason: Why it diverged.
+        seconds: Training time of this rung attributed to the candidate.
+        state: The saved training states (``loss_rl.training.states_to_bytes``: plain tensors)
+            a promotion continues from; ``None`` once its batch is decided, and when read back
+            by :meth:`Ledger.rungs` (fetch it with :meth:`Ledger.rung_state`).
+    """
+
+    key: str
+    rung: int
+    steps: int
+    status: Status
+    score: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    seconds: float = 0.0
+    state: bytes | None = field(default=None, repr=False)
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -235,6 +265,85 @@ class Ledger:
                 f"INSERT INTO evaluations ({', '.join(_COLUMNS)}) "
                 f"VALUES ({', '.join('?' for _ in _COLUMNS)})",
                 rows,
+            )
+
+    # Multi-fidelity rungs live in their own table, created by the first rung recorded: a
+    # ledger without fidelity levels is unchanged (and older readers ignore the extra table).
+    def _has_rungs(self) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='rungs'"
+        ).fetchone()
+        return row is not None
+
+    def record_rungs(self, rows: Sequence[RungRecord]) -> None:
+        """Append finished rungs, with their saved states, in a single transaction."""
+        now = time.time()
+        with self._db:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS rungs (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "key TEXT NOT NULL, rung INTEGER NOT NULL, steps INTEGER NOT NULL, "
+                "status TEXT NOT NULL, score REAL, metrics TEXT, reason TEXT, seconds REAL, "
+                "state BLOB, created REAL, UNIQUE (key, rung))"
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO rungs (key, rung, steps, status, score, metrics, reason, "
+                "seconds, state, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.key,
+                        r.rung,
+                        r.steps,
+                        r.status.value,
+                        r.score,
+                        json.dumps(r.metrics),
+                        r.reason,
+                        r.seconds,
+                        r.state,
+                        now,
+                    )
+                    for r in rows
+                ],
+            )
+
+    def rungs(self) -> list[RungRecord]:
+        """Every finished rung, oldest first (states left out: see :meth:`rung_state`)."""
+        if not self._has_rungs():
+            return []
+        cur = self._db.execute(
+            "SELECT key, rung, steps, status, score, metrics, reason, seconds FROM rungs "
+            "ORDER BY id"
+        )
+        return [
+            RungRecord(
+                key,
+                rung,
+                steps,
+                Status(status),
+                score,
+                json.loads(m or "{}"),
+                why or "",
+                secs or 0.0,
+            )
+            for key, rung, steps, status, score, m, why, secs in cur
+        ]
+
+    def rung_state(self, key: str, rung: int) -> bytes | None:
+        """The saved states of ``key`` at ``rung``, ``None`` if none is kept."""
+        if not self._has_rungs():
+            return None
+        row = self._db.execute(
+            "SELECT state FROM rungs WHERE key=? AND rung=?", (key, rung)
+        ).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def drop_rung_states(self, keys: Sequence[str]) -> None:
+        """Forget the saved states of ``keys`` (nothing will continue them)."""
+        if not keys or not self._has_rungs():
+            return
+        with self._db:
+            self._db.executemany(
+                "UPDATE rungs SET state=NULL WHERE key=? AND state IS NOT NULL",
+                [(k,) for k in keys],
             )
 
     def resolved(self) -> Iterable[EvalResult]:

@@ -27,6 +27,7 @@ from loss_rl.training._reference import (
     init_seed,
     train_reference,
 )
+from loss_rl.training._state import ModelState, states_from_bytes, states_to_bytes
 from loss_rl.training._trainer import (
     LOSS_BOUND,
     LOSS_GROWTH,
@@ -50,6 +51,7 @@ __all__ = [
     "WORKERS_ENV",
     "FunctionalModel",
     "LossEval",
+    "ModelState",
     "PopulationLoss",
     "PopulationModel",
     "StackedAdam",
@@ -70,6 +72,8 @@ __all__ = [
     "shutdown_workers",
     "split_candidates",
     "start_workers",
+    "states_from_bytes",
+    "states_to_bytes",
     "structure",
     "train",
     "train_reference",

@@ -42,6 +42,22 @@ class StackedOptimizer:
         """Apply one update."""
         raise NotImplementedError
 
+    def row_state(self, m: int) -> tuple[Tensor, ...]:  # pragma: no cover
+        """Copies of model ``m``'s optimiser state (to continue it later)."""
+        raise NotImplementedError
+
+    def load_rows(
+        self, params: Sequence[Tensor], rows: Sequence[Sequence[Tensor]], step: int
+    ) -> None:  # pragma: no cover
+        """Set every model's state from :meth:`row_state` copies, ``step`` updates in.
+
+        Args:
+            params: The stacked parameters (shapes of the state).
+            rows: One :meth:`row_state` result per model, in model order.
+            step: Updates every model has taken (the same for all).
+        """
+        raise NotImplementedError
+
 
 class StackedAdam(StackedOptimizer):
     """``torch.optim.Adam`` (L2 ``weight_decay``, no amsgrad) on every model of the stack.
@@ -99,6 +115,26 @@ class StackedAdam(StackedOptimizer):
             denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
             p.addcdiv_(m, denom, value=-step_size)
 
+    def row_state(self, m: int) -> tuple[Tensor, ...]:
+        """Model ``m``'s first moments, then its second moments (copies)."""
+        return tuple(t[m].clone() for t in [*self.exp_avg, *self.exp_avg_sq])
+
+    @torch.no_grad()
+    def load_rows(
+        self, params: Sequence[Tensor], rows: Sequence[Sequence[Tensor]], step: int
+    ) -> None:
+        """See :meth:`StackedOptimizer.load_rows`."""
+        k = len(self.exp_avg)
+        for m, row in enumerate(rows):
+            for j in range(k):
+                self.exp_avg[j][m] = row[j]
+                self.exp_avg_sq[j][m] = row[k + j]
+        # Bias correction depends on the update count: both the fused kernel's per-tensor
+        # counters and the single-tensor path's count continue from ``step``.
+        for s in self.state_steps:
+            s.fill_(float(step))
+        self.steps = step
+
 
 class StackedSGD(StackedOptimizer):
     """``torch.optim.SGD`` (momentum, dampening 0, Nesterov, L2 decay) on every model.
@@ -142,6 +178,22 @@ class StackedSGD(StackedOptimizer):
                 buf = self.buf[k]
                 grad = grad.add(buf, alpha=self.momentum) if self.nesterov else buf
             p.add_(grad, alpha=-self.lr)
+
+    def row_state(self, m: int) -> tuple[Tensor, ...]:
+        """Model ``m``'s momentum buffers (copies; empty before the first update or without)."""
+        return () if self.buf is None else tuple(b[m].clone() for b in self.buf)
+
+    @torch.no_grad()
+    def load_rows(
+        self, params: Sequence[Tensor], rows: Sequence[Sequence[Tensor]], step: int
+    ) -> None:
+        """See :meth:`StackedOptimizer.load_rows`."""
+        if self.momentum == 0 or step == 0:
+            return  # no buffers yet: the next update is a first one, as in a fresh run
+        self.buf = [torch.zeros_like(p, requires_grad=False) for p in params]
+        for m, row in enumerate(rows):
+            for b, value in zip(self.buf, row, strict=True):
+                b[m] = value
 
 
 def make_optimizer(params: Sequence[Tensor], cfg: TrainingConfig) -> StackedOptimizer:

@@ -48,6 +48,7 @@ from loss_rl.training._ploss import PopulationLoss
 from loss_rl.training._population import PopulationModel
 from loss_rl.training._program import structure
 from loss_rl.training._reference import batch_schedule, init_seed
+from loss_rl.training._state import ModelState
 from loss_rl.training._workers import default_workers, get_pool, run_chunks
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ class TrainResult:
         selected_step: With checkpoint selection (``task.training.select == "best"``), the step
             of the checkpoint the model ends with and is scored with (the best validation
             score among the checks; the earliest on a tie); ``None`` for ``select: last``.
+        state: With ``train(..., keep_state=True)``, what a later call needs to continue this
+            model (``start=``); ``None`` otherwise and for a diverged model.
     """
 
     candidate: int
@@ -106,6 +109,7 @@ class TrainResult:
     steps: int = 0
     reason: str = ""
     selected_step: int | None = None
+    state: ModelState | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -122,6 +126,7 @@ class _Outcome:
     steps: int = 0
     reason: str = ""
     selected_step: int | None = None
+    state: ModelState | None = None
 
 
 class _Data:
@@ -179,7 +184,11 @@ def _check_args(task: TaskConfig, steps: int, seeds: Sequence[int], splits: Sequ
 
 
 class _Run:
-    """One population trained in this process."""
+    """One population trained in this process.
+
+    With ``start`` (one :class:`ModelState` per (candidate, seed), candidate-major, all at the
+    same step), every model continues from its saved state instead of its initialisation.
+    """
 
     def __init__(
         self,
@@ -187,6 +196,7 @@ class _Run:
         task: TaskConfig,
         seeds: Sequence[int],
         data_seed: int | None,
+        start: Sequence[ModelState] | None = None,
     ) -> None:
         self.task = task
         self.data = _Data(task, seeds, data_seed)
@@ -218,6 +228,77 @@ class _Run:
         self.loss_bound: Tensor | None = None  # [N], set from the first step's losses
         self.frozen: list[Tensor] = []
         self.dead_idx = torch.empty(0, dtype=torch.long)
+        self.step = 0  # optimiser steps taken by every model (frozen ones included)
+        self.state: list[ModelState] | None = None  # set by fit(keep_state=True)
+        select = task.training.select == "best"
+        if select:
+            self.best = torch.full((self.n,), -math.inf, dtype=torch.float64)
+            self.best_params = [p.detach().clone() for p in self.model.params]
+            self.best_step = torch.full((self.n,), -1, dtype=torch.long)
+            self.waits = torch.zeros(self.n, dtype=torch.long)
+        if start is not None:
+            self._load(start)
+
+    # ------------------------------------------------------------------ saved state
+    def _source(self, m: int) -> int:
+        """Candidate-major index (as :func:`train` numbers results) of model row ``m``."""
+        pos, s = divmod(m, self.n_seeds)
+        return self.loss.order[pos] * self.n_seeds + s
+
+    def _load(self, start: Sequence[ModelState]) -> None:
+        """Continue every model from its saved state (see :class:`ModelState`)."""
+        if len(start) != self.n:
+            raise ConfigError(
+                f"give one state per (candidate, seed): {self.n}, got {len(start)}", field="start"
+            )
+        rows = [start[self._source(m)] for m in range(self.n)]
+        steps = {r.step for r in rows}
+        if len(steps) != 1:
+            raise ConfigError(
+                f"states to continue together must be at one step, got {sorted(steps)}",
+                field="start",
+            )
+        self.step = steps.pop()
+        select = self.task.training.select == "best"
+        with torch.no_grad():
+            for k, p in enumerate(self.model.params):
+                for m, r in enumerate(rows):
+                    p[m] = r.params[k]
+            self.optimizer.load_rows(self.model.params, [r.optimizer for r in rows], self.step)
+            if select:
+                for k, b in enumerate(self.best_params):
+                    for m, r in enumerate(rows):
+                        b[m] = r.best_params[k] if r.best_params else r.params[k]
+        if self.step > 0:
+            bounds = [LOSS_BOUND if r.loss_bound is None else r.loss_bound for r in rows]
+            self.loss_bound = torch.tensor(bounds, dtype=torch.float64)
+        if select:
+            self.best = torch.tensor([r.best_score for r in rows], dtype=torch.float64)
+            self.best_step = torch.tensor([r.best_step for r in rows], dtype=torch.long)
+            self.waits = torch.tensor([r.waits for r in rows], dtype=torch.long)
+        stopped = torch.tensor([r.stopped_at is not None for r in rows])
+        if bool(stopped.any()):
+            self._freeze(stopped, self.step, diverged=False)
+            self.stopped_at = [r.stopped_at for r in rows]
+
+    def _snapshot(self) -> list[ModelState]:
+        """Every model's state now, candidate-major."""
+        select = self.task.training.select == "best"
+        out: list[ModelState | None] = [None] * self.n
+        for m in range(self.n):
+            bound = None if self.loss_bound is None else float(self.loss_bound[m])
+            out[self._source(m)] = ModelState(
+                step=self.step,
+                params=tuple(p[m].detach().clone() for p in self.model.params),
+                optimizer=self.optimizer.row_state(m),
+                loss_bound=bound,
+                best_score=float(self.best[m]) if select else -math.inf,
+                best_step=int(self.best_step[m]) if select else -1,
+                waits=int(self.waits[m]) if select else 0,
+                best_params=tuple(b[m].clone() for b in self.best_params) if select else (),
+                stopped_at=self.stopped_at[m],
+            )
+        return [s for s in out if s is not None]
 
     # ------------------------------------------------------------------ inputs per model
     def _per_model(self, t: Tensor) -> Tensor:
@@ -306,22 +387,27 @@ class _Run:
         self._freeze(new, step, diverged=True, reasons=reasons)
 
     # ------------------------------------------------------------------ training
-    def fit(self, steps: int) -> None:
-        """Train every model for ``steps`` optimiser steps (fewer if it diverges / stops)."""
+    def fit(self, steps: int, *, keep_state: bool = False) -> None:
+        """Train every model up to ``steps`` optimiser steps in all (fewer if it diverges/stops).
+
+        A run continued from saved states (``start``) takes steps ``self.step .. steps - 1``.
+
+        Args:
+            steps: Total optimiser steps to reach.
+            keep_state: Keep each model's state after its last step in :attr:`state` (taken
+                before the closing validation check and the switch to the selected checkpoint,
+                so that a continued run goes on exactly as one trained straight through).
+        """
         cfg = self.task.training
+        begin = self.step
         schedule = self.data.schedule(steps)
-        model, n = self.model, self.n
+        model = self.model
         x_all, y_all = self.data.x, self.data.y
         # Checkpoint selection (``select: best``) and early stopping share the validation
         # checks: every ``eval_every`` steps and after the last step.
         select = cfg.select == "best"
-        if select:
-            self.best = torch.full((n,), -math.inf, dtype=torch.float64)
-            self.best_params = [p.detach().clone() for p in model.params]
-            self.best_step = torch.full((n,), -1, dtype=torch.long)
-            self.waits = torch.zeros(n, dtype=torch.long)
-        self.dead_idx = torch.empty(0, dtype=torch.long)
-        for t in range(steps):
+        reached = begin
+        for t in range(begin, steps):
             idx = schedule[t]
             z = model.train_forward(self._per_model(x_all[idx]))
             ev = self.loss(z, self._per_model(y_all[idx]))
@@ -340,10 +426,18 @@ class _Run:
                 if self.dead_idx.numel():
                     for keep, p in zip(self.frozen, model.params, strict=True):
                         p.index_copy_(0, self.dead_idx, keep[self.dead_idx])
-            if select and ((t + 1) % cfg.eval_every == 0 or t + 1 == steps):
-                self._checkpoint(t + 1)
+            reached = t + 1
+            if select and reached % cfg.eval_every == 0:
+                self._checkpoint(reached)
             if not bool(self.alive.any()):
                 break
+        # A loop cut short has frozen every model (diverged or stopped); frozen models never
+        # change again, so their state is the one a run to ``steps`` would end with.
+        self.step = max(begin, steps)
+        if keep_state:
+            self.state = self._snapshot()
+        if select and reached == steps > begin and steps % cfg.eval_every:
+            self._checkpoint(steps)  # the closing check, off the every-``eval_every`` grid
         if select:
             # Every model ends with its selected checkpoint. A model with no finite check (it
             # diverged before the first one) keeps its parameters: it is reported as diverged.
@@ -428,15 +522,27 @@ def run_population(
     seeds: Sequence[int],
     splits: Sequence[str],
     data_seed: int | None,
+    start: Sequence[ModelState] | None = None,
+    keep_state: bool = False,
 ) -> tuple[list[_Outcome], float]:
     """Train ``len(exprs) × len(seeds)`` models in this process.
+
+    Args:
+        exprs: Candidate losses.
+        task: The task.
+        steps: Optimiser steps to reach in all.
+        seeds: Paired seeds.
+        splits: Splits to report; the score uses the first.
+        data_seed: Data seed (see :func:`train`).
+        start: Saved states to continue, candidate-major (see :func:`train`).
+        keep_state: Return each ok model's state in its outcome.
 
     Returns:
         Outcomes in candidate-major order and the wall time in seconds.
     """
-    start = time.perf_counter()
-    run = _Run(exprs, task, seeds, data_seed)
-    run.fit(steps)
+    began = time.perf_counter()
+    run = _Run(exprs, task, seeds, data_seed, start)
+    run.fit(steps, keep_state=keep_state)
     per_split = {s: run.metrics(s) for s in splits}
     metric = task.score_metric
     outcomes = [_Outcome() for _ in range(run.n)]
@@ -468,7 +574,9 @@ def run_population(
             out.metrics = {}
             continue
         out.score = value
-    return outcomes, time.perf_counter() - start
+        if run.state is not None:
+            out.state = run.state[cand * run.n_seeds + s]
+    return outcomes, time.perf_counter() - began
 
 
 def _validate_candidate(expr: object, kind: TaskKind) -> str:
@@ -522,6 +630,8 @@ def train(
     splits: Sequence[str] = ("val",),
     data_seed: int | None = None,
     workers: int | None = None,
+    start: Sequence[ModelState] | None = None,
+    keep_state: bool = False,
 ) -> list[TrainResult]:
     """Train one model per (candidate loss, seed) in one batched pass.
 
@@ -540,6 +650,14 @@ def train(
             minibatch order vary with ``seed``).
         workers: Worker processes to split the population over (``None``: ``$LOSS_RL_WORKERS``
             or one per core; ``0``/``1``: train in this process with its torch thread setting).
+        start: Continue from saved states instead of the initialisation: one
+            :class:`ModelState` per (candidate, seed), candidate-major, all at the same step
+            (``<= steps``), from ``keep_state`` results of an earlier call with the same task,
+            seeds and data seed. Continuing to ``steps`` gives the models a straight run to
+            ``steps`` would (float rounding aside; a ``module`` model's dropout masks excepted:
+            its random stream restarts).
+        keep_state: Attach each ok result's :class:`ModelState` (``TrainResult.state``) so a
+            later call can continue it.
 
     Returns:
         One :class:`TrainResult` per (candidate, seed), candidate-major:
@@ -557,8 +675,24 @@ def train(
     for s in [data_seed] if data_seed is not None else seeds:
         load_task(task, s)
     n_seeds = len(seeds)
+    if start is not None:
+        start = list(start)
+        if len(start) != len(candidates) * n_seeds:
+            raise ConfigError(
+                f"give one state per (candidate, seed): {len(candidates) * n_seeds}, got "
+                f"{len(start)}",
+                field="start",
+            )
+        if any(st.step > steps for st in start):
+            raise ConfigError(f"a state is past the {steps} steps asked for", field="start")
     reasons = [_validate_candidate(e, task.kind) for e in candidates]
     valid = [i for i, r in enumerate(reasons) if not r]
+
+    def states_of(cands: Sequence[int]) -> list[ModelState] | None:
+        if start is None:
+            return None
+        return [start[c * n_seeds + s] for c in cands for s in range(n_seeds)]
+
     outcomes: dict[int, list[_Outcome]] = {}
     seconds: dict[int, float] = {}
     if valid:
@@ -570,7 +704,16 @@ def train(
         if n_workers > 1:
             chunks = split_candidates(exprs, n_seeds, n_workers)
             payloads = [
-                ([exprs[j] for j in chunk], task, steps, seeds, splits, data_seed)
+                (
+                    [exprs[j] for j in chunk],
+                    task,
+                    steps,
+                    seeds,
+                    splits,
+                    data_seed,
+                    states_of([valid[j] for j in chunk]),
+                    keep_state,
+                )
                 for chunk in chunks
             ]
             results = run_chunks(run_population, payloads)
@@ -579,7 +722,9 @@ def train(
                     outcomes[valid[j]] = outs[k * n_seeds : (k + 1) * n_seeds]
                     seconds[valid[j]] = secs / (len(chunk) * n_seeds)
         else:
-            outs, secs = run_population(exprs, task, steps, seeds, splits, data_seed)
+            outs, secs = run_population(
+                exprs, task, steps, seeds, splits, data_seed, states_of(valid), keep_state
+            )
             for k, i in enumerate(valid):
                 outcomes[i] = outs[k * n_seeds : (k + 1) * n_seeds]
                 seconds[i] = secs / n_models
@@ -614,6 +759,7 @@ def train(
                     steps=o.steps,
                     reason=o.reason,
                     selected_step=o.selected_step,
+                    state=o.state,
                 )
             )
     return results_out
