@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from search_efficiency import best_so_far
+from search_efficiency import best_so_far, run_or_resume
 
 RL_AGENT = "risk_seeking_ppo"
 DEFAULT_ENVS = ("synthetic_noisy_grammar", "digits_pair30_grammar", "mnist1d_noisy_grammar")
@@ -62,8 +62,6 @@ DEFAULT_AGENTS = ("random", "evolution", RL_AGENT)
 
 def run_all(args: argparse.Namespace) -> dict[str, dict[str, list[Path]]]:
     """Run (or resume) every search; returns env → method → run folders."""
-    from loss_rl import Search
-
     budget = max(args.budgets)
     runs: dict[str, dict[str, list[Path]]] = {}
     for env in args.envs:
@@ -72,16 +70,8 @@ def run_all(args: argparse.Namespace) -> dict[str, dict[str, list[Path]]]:
             runs[env][agent] = []
             for seed in range(args.seeds):
                 name = f"{env}_{agent}_s{seed}"
-                run_dir = args.out / name
                 t0 = time.perf_counter()
-                if not (run_dir / "summary.json").is_file():
-                    if run_dir.exists():
-                        Search.open(run_dir).run(verify_top=False)
-                    else:
-                        search = Search.create(
-                            env, agent, budget=budget, seed=seed, out=args.out, name=name
-                        )
-                        search.run(verify_top=False)
+                run_dir = run_or_resume(args.out, name, env, agent, budget, seed)
                 runs[env][agent].append(run_dir)
                 best = best_so_far(run_dir, budget)[-1]
                 dt = time.perf_counter() - t0
@@ -168,7 +158,12 @@ def main() -> None:
             wins = {a: winner(ds) for a, ds in per_agent.items()}
             losses = {a: parse(w[0]) for a, w in wins.items() if w[0]}
             table = verify(
-                losses, preset.task, seeds=args.verify_seeds, data_seed=preset.evaluation.data_seed
+                losses,
+                preset.task,
+                seeds=args.verify_seeds,
+                references=preset.verification.references,
+                tune_references=preset.verification.tune_references,
+                data_seed=preset.evaluation.data_seed,
             )
             best_ref = str(table.attrs["best_reference"])
             ref_row = table.loc[table["loss"] == best_ref].iloc[0]

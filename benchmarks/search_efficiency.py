@@ -52,8 +52,23 @@ def best_so_far(run_dir: Path, budget: int) -> np.ndarray:
             best = max(best, score)
         curve[i] = best
     if len(rows) < budget:  # a run that stopped early keeps its last best
-        curve[len(rows):] = best
+        curve[len(rows) :] = best
     return curve
+
+
+def run_or_resume(out: Path, name: str, env: str, agent: str, budget: int, seed: int) -> Path:
+    """The run folder ``out/name``: searched now, resumed if interrupted, kept if finished."""
+    from loss_rl import Search
+
+    run_dir = out / name
+    if not (run_dir / "summary.json").is_file():
+        if run_dir.exists():
+            Search.open(run_dir).run(verify_top=False)
+        else:
+            Search.create(env, agent, budget=budget, seed=seed, out=out, name=name).run(
+                verify_top=False
+            )
+    return run_dir
 
 
 def main() -> None:
@@ -67,8 +82,6 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep earlier runs in --out (resume)")
     args = ap.parse_args()
 
-    from loss_rl import Search
-
     if args.out.exists() and not args.keep:
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -79,14 +92,8 @@ def main() -> None:
             curves[env][agent] = []
             for seed in range(args.seeds):
                 name = f"{env}_{agent}_s{seed}"
-                run_dir = args.out / name
                 t0 = time.perf_counter()
-                if not (run_dir / "summary.json").is_file():
-                    if run_dir.exists():
-                        Search.open(run_dir).run(verify_top=False)
-                    else:
-                        Search.create(env, agent, budget=args.budget, seed=seed, out=args.out,
-                                      name=name).run(verify_top=False)  # fmt: skip
+                run_dir = run_or_resume(args.out, name, env, agent, args.budget, seed)
                 c = best_so_far(run_dir, args.budget)
                 curves[env][agent].append(c)
                 print(f"{name:40s} best {c[-1]:.4f}  ({time.perf_counter() - t0:.0f} s)",

@@ -54,3 +54,23 @@ def test_search_vs_trainer_smoke(tmp_path: Path) -> None:
     assert out["env"] == "tiny" and out["agent"] == "random" and out["budget"] == 8
     assert out["trainings"] >= 1 and out["seeds"] == 1
     assert list(tmp_path.iterdir()) == []  # the search ran in a temporary folder
+
+
+@pytest.mark.slow
+def test_discovery_smoke(tmp_path: Path) -> None:
+    out = _run_benchmark(
+        "discovery.py",
+        *("--envs", "tiny_grammar", "--seeds", "1", "--budgets", "8", "16"),
+        *("--verify-seeds", "2", "--out", str(tmp_path / "d")),
+        tmp_path=tmp_path,
+    )
+    assert out["budgets"] == [8, 16] and out["seeds"] == 1
+    rep = out["tasks"]["tiny_grammar"]  # type: ignore[index]
+    for method in ("random", "evolution", "risk_seeking_ppo"):
+        r = rep[method]
+        assert set(r["best_at"]) == {"8", "16"} and r["best_at"]["16"] >= r["best_at"]["8"]
+        assert r["winner"] and r["winner_size"] >= 1 and 0 <= r["test"] <= 1
+    assert rep["best_reference"] in ("ce", "gce")
+    assert "tiny_grammar" in out["rl_ahead"]  # type: ignore[operator]
+    assert (tmp_path / "d" / "discovery.json").is_file()
+    assert (tmp_path / "d" / "discovery.png").is_file()
