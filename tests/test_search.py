@@ -166,7 +166,9 @@ def test_kill_9_mid_run_then_resume_never_retrains_a_finished_evaluation(tmp_pat
 @pytest.mark.slow
 def test_ctrl_c_saves_and_resume_finishes(tmp_path: Path) -> None:
     run_dir = tmp_path / "r"
-    proc = _cli("search", "--env", "tiny", "--agent", "ppo", "--budget", "80",
+    # Budget 400: tiny's small space ends a run on the proposal cap (10 x budget), and with 80
+    # it could end (~11 s) before the interrupt landed on a busy CI machine.
+    proc = _cli("search", "--env", "tiny", "--agent", "ppo", "--budget", "400",
                 "--out", str(tmp_path), "--name", "r", cwd=tmp_path)  # fmt: skip
     _wait_for_trained(run_dir, 8, proc, timeout=120)
     proc.send_signal(signal.SIGINT)
