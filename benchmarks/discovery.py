@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from search_efficiency import best_so_far, run_or_resume
+from search_efficiency import best_so_far, plot_curves, run_or_resume
 
 RL_AGENT = "risk_seeking_ppo"
 DEFAULT_ENVS = ("synthetic_noisy_grammar", "digits_pair30_grammar", "mnist1d_noisy_grammar")
@@ -198,29 +198,7 @@ def main() -> None:
             rep.update(report_env)
         report[env] = rep
 
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(5.5 * len(curves), 4), layout="constrained")
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(1, len(curves), squeeze=False)[0]
-        for ax, (env, cs) in zip(axes, curves.items(), strict=True):
-            x = np.arange(1, budget + 1)
-            for agent, c in cs.items():
-                m, s = c.mean(axis=0), c.std(axis=0)
-                ax.plot(x, m, label=agent, lw=2 if agent == RL_AGENT else 1.2)
-                ax.fill_between(x, m - s, m + s, alpha=0.15)
-            ax.set_xscale("log")
-            ax.set_title(env)
-            ax.set_xlabel("inner trainings")
-            ax.set_ylabel("best-so-far validation score")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize="small")
-        fig.savefig(args.out / "discovery.png", dpi=110)
-        print(f"\nplot: {args.out / 'discovery.png'}")
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        pass
+    plot_curves(curves, args.out / "discovery.png", bold={RL_AGENT}, log_x=True, band=True)
 
     out = {
         "budgets": args.budgets,

@@ -56,6 +56,50 @@ def best_so_far(run_dir: Path, budget: int) -> np.ndarray:
     return curve
 
 
+def plot_curves(
+    curves: dict[str, dict[str, np.ndarray]],
+    path: Path,
+    *,
+    bold: set[str],
+    log_x: bool = False,
+    band: bool = False,
+) -> None:
+    """One panel per task: each agent's mean best-so-far curve (rows = seeds) against trainings.
+
+    Args:
+        curves: task → agent → array ``[seeds, budget]``.
+        path: The PNG to write.
+        bold: Agents drawn with a thicker line.
+        log_x: Trainings on a log scale.
+        band: Shade ± one standard deviation over seeds.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        return
+    fig = Figure(figsize=(5.5 * len(curves), 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(curves), squeeze=False)[0]
+    for ax, (env, per_agent) in zip(axes, curves.items(), strict=True):
+        for agent, c in per_agent.items():
+            x = np.arange(1, c.shape[1] + 1)
+            m = np.nanmean(c, axis=0)
+            ax.plot(x, m, label=agent, lw=2 if agent in bold else 1.2)
+            if band:
+                sd = np.nanstd(c, axis=0)
+                ax.fill_between(x, m - sd, m + sd, alpha=0.15)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_title(env)
+        ax.set_xlabel("inner trainings")
+        ax.set_ylabel("best-so-far validation score")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.savefig(path, dpi=110)
+    print(f"\nplot: {path}")
+
+
 def run_or_resume(out: Path, name: str, env: str, agent: str, budget: int, seed: int) -> Path:
     """The run folder ``out/name``: searched now, resumed if interrupted, kept if finished."""
     from loss_rl import Search
@@ -142,27 +186,8 @@ def main() -> None:
             r, t = report[env]["random"], report[env][top]
             beats[env] = bool(t["auc"] > r["auc"] and t["to_random_best"] < r["to_random_best"])
 
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(5.5 * len(curves), 4), layout="constrained")
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(1, len(curves), squeeze=False)[0]
-        for ax, (env, per_agent) in zip(axes, curves.items(), strict=True):
-            x = np.arange(1, args.budget + 1)
-            for agent, cs in per_agent.items():
-                m = np.nanmean(np.stack(cs), axis=0)
-                ax.plot(x, m, label=agent, lw=2 if agent in RL_AGENTS else 1.2)
-            ax.set_title(env)
-            ax.set_xlabel("inner trainings")
-            ax.set_ylabel("best-so-far validation score")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize="small")
-        fig.savefig(args.out / "search_efficiency.png", dpi=110)
-        print(f"\nplot: {args.out / 'search_efficiency.png'}")
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        pass
+    curves_arr = {env: {a: np.stack(cs) for a, cs in per.items()} for env, per in curves.items()}
+    plot_curves(curves_arr, args.out / "search_efficiency.png", bold=set(RL_AGENTS))
 
     print(json.dumps({"budget": args.budget, "seeds": args.seeds, "tasks": report,
                       "best_rl": best_rl, "rl_beats_random": beats}))  # fmt: skip
