@@ -31,6 +31,32 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 _aten = torch.ops.aten
 
+#: Dense layers with fewer output columns than this (the output layer: 1 to 10 classes) run
+#: their batched matmuls transposed. Measured on the 2-core CPU (one thread, 17 models, batch
+#: 128, 64 inputs): ``bmm`` with 10 output columns took 283 µs forward and 354 µs for the weight
+#: gradient, the transposed products 82 µs and 75 µs; at 16 columns and more the plain layout is
+#: as fast or faster.
+_NARROW_OUTPUT = 16
+
+
+def _dense(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """``h @ w + b`` for every model (``h`` ``[N, B, in]``, ``w`` ``[N, in, out]``)."""
+    if w.shape[-1] < _NARROW_OUTPUT:
+        # (w^T h^T)^T: the same products, in the layout the CPU kernels handle fast. Made
+        # contiguous so that what follows sees one layout whatever the population holds (a
+        # kernel's rounding may depend on its inputs' strides: rows must never mix, bit for bit).
+        out = torch.baddbmm(b.unsqueeze(-1), w.transpose(1, 2), h.transpose(1, 2))
+        return out.transpose(1, 2).contiguous()
+    return torch.baddbmm(b.unsqueeze(1), h, w)
+
+
+def _weight_grad(h_in: Tensor, g: Tensor, out: Tensor) -> None:
+    """``h_in^T @ g`` for every model, written to ``out`` ``[N, in, out]``."""
+    if out.shape[-1] < _NARROW_OUTPUT:
+        out.copy_(torch.bmm(g.transpose(1, 2), h_in).transpose(1, 2))
+    else:
+        torch.bmm(h_in.transpose(1, 2), g, out=out)
+
 
 def _activation_backward(name: str, grad: Tensor, pre: Tensor, post: Tensor) -> Tensor:
     """``dL/dpre`` from ``dL/dpost`` (the ops autograd would call; ``relu`` works in place)."""
@@ -170,8 +196,12 @@ class StackedModel:
             w, bias = ps[k], ps[k + 1]
             c_out, c_in, ks = w.shape[1:]
             h = F.conv1d(
-                h, w.reshape(n * c_out, c_in, ks), bias.reshape(n * c_out),
-                stride=self.spec.stride, padding=self.spec.padding, groups=n,
+                h,
+                w.reshape(n * c_out, c_in, ks),
+                bias.reshape(n * c_out),
+                stride=self.spec.stride,
+                padding=self.spec.padding,
+                groups=n,
             )
             h = self.act(h)
             k += 2
@@ -192,7 +222,7 @@ class StackedModel:
         h, k = self._conv_stack(x, ps) if self.spec.kind == "cnn1d" else (x, 0)
         n_dense = (len(ps) - k) // 2
         for j in range(n_dense):
-            h = torch.baddbmm(ps[k + 1].unsqueeze(1), h, ps[k])
+            h = _dense(h, ps[k], ps[k + 1])
             if j < n_dense - 1:
                 h = self.act(h)
             k += 2
@@ -211,7 +241,7 @@ class StackedModel:
         n_dense = len(self.params) // 2
         for j in range(n_dense):
             w, b = self.params[2 * j], self.params[2 * j + 1]
-            pre = torch.baddbmm(b.unsqueeze(1), h, w)
+            pre = _dense(h, w, b)
             if j < n_dense - 1:
                 post = pre.relu_() if self.act_name == "relu" else self.act(pre)
                 self._saved.append((pre, post))
@@ -234,7 +264,7 @@ class StackedModel:
         n_dense = len(self.params) // 2
         for j in reversed(range(n_dense)):
             h_in = self._input if j == 0 else self._saved[j - 1][1]
-            torch.bmm(h_in.transpose(1, 2), g, out=self.grads[2 * j])
+            _weight_grad(h_in, g, self.grads[2 * j])
             torch.sum(g, 1, out=self.grads[2 * j + 1])
             if j > 0:
                 gh = torch.bmm(g, self.params[2 * j].transpose(1, 2))
