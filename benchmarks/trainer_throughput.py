@@ -31,8 +31,11 @@ The last line printed is JSON with keys: ``plain_evals_per_s``, ``plain_threads`
 ``batched_evals_per_s``, ``ratio`` (b/a), ``select_last_evals_per_s`` (c),
 ``selection_cost`` (1 − b/c), ``gflop_per_eval``, ``plain_gflops``,
 ``batched_gflops``, ``bmm_peak_gflops``, ``fraction_of_peak`` (batched over peak GFLOP/s),
-``n_losses``, ``n_structures``, ``seeds``, ``steps``, ``workers``, ``cores``,
+``n_losses``, ``n_structures``, ``seeds``, ``steps``, ``workers``, ``device``, ``cores``,
 ``load_avg_before``.
+
+``--device cuda`` (or ``auto``) runs (b)-(d) on the GPU (the whole population in this process;
+the peak is then the GPU's ``bmm`` at the same shapes), (a) stays the CPU's plain loop.
 
 Run ``python benchmarks/trainer_throughput.py --help`` for smaller runs.
 """
@@ -51,7 +54,13 @@ import torch
 
 from loss_rl.expr import Expr, known_loss, parse
 from loss_rl.tasks import TaskConfig, load_task
-from loss_rl.training import default_workers, structure, train, train_reference
+from loss_rl.training import (
+    default_workers,
+    resolve_device,
+    structure,
+    train,
+    train_reference,
+)
 from loss_rl.training._workers import run_chunks
 
 HAND_WRITTEN = (
@@ -104,24 +113,31 @@ def flops_per_eval(task: TaskConfig, steps: int) -> float:
     return per_step * steps
 
 
-def bmm_gflops(n_models: int, min_seconds: float = 1.0) -> float:
+def bmm_gflops(n_models: int, min_seconds: float = 1.0, device: str = "cpu") -> float:
     """GFLOP/s of FP32 ``torch.bmm`` ``[n, 128, 64] @ [n, 64, 64]`` in this process."""
-    a, b = torch.randn(n_models, 128, 64), torch.randn(n_models, 64, 64)
-    out = torch.empty(n_models, 128, 64)
+    a = torch.randn(n_models, 128, 64, device=device)
+    b = torch.randn(n_models, 64, 64, device=device)
+    out = torch.empty(n_models, 128, 64, device=device)
+    sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
     for _ in range(20):  # warm-up
         torch.bmm(a, b, out=out)
+    sync()
     reps, elapsed = 0, 0.0
     start = time.perf_counter()
     while elapsed < min_seconds:
         for _ in range(100):
             torch.bmm(a, b, out=out)
+        sync()
         reps += 100
         elapsed = time.perf_counter() - start
     return 2 * n_models * 128 * 64 * 64 * reps / elapsed / 1e9
 
 
-def bmm_peak(n_models: int, workers: int) -> float:
-    """Summed bmm GFLOP/s of ``workers`` one-thread processes timing ``n_models / workers`` each."""
+def bmm_peak(n_models: int, workers: int, device: str = "cpu") -> float:
+    """Summed bmm GFLOP/s of ``workers`` one-thread processes timing ``n_models / workers`` each
+    (on a GPU: this process, all ``n_models``)."""
+    if device != "cpu":
+        return bmm_gflops(n_models, device=device)
     if workers <= 1:
         return bmm_gflops(n_models)
     share = math.ceil(n_models / workers)
@@ -151,6 +167,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="batched passes timed (median)")
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     parser.add_argument("--scores", default=None, help="write each loss's score (last pass) here")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, cuda or auto: where (b)-(d) run (a: the CPU)"
+    )
     args = parser.parse_args()
 
     load = os.getloadavg()[0]
@@ -163,7 +182,10 @@ def main() -> None:
     )
     labelled = benchmark_losses()[: args.losses]
     losses = [e for _, e in labelled]
+    device = str(resolve_device(args.device))
     workers = default_workers() if args.workers is None else args.workers
+    if device != "cpu":
+        workers = 0  # a GPU trains the whole population in this process
     cores = torch.get_num_threads()
     print(f"load average before: {load:.2f} (the CPU may be shared with other jobs)")
 
@@ -175,7 +197,7 @@ def main() -> None:
         print(f"(a) plain loop, {t} thread(s): {v:6.2f} evaluations/s")
 
     seeds = list(range(args.seeds))
-    train(losses[:4], task, 5, seeds, workers=workers)  # warm-up: starts the workers
+    train(losses[:4], task, 5, seeds, workers=workers, device=device)  # warm-up (workers, CUDA)
     last_task = TaskConfig.from_dict(
         {**task.to_dict(), "training": {**task.training.to_dict(), "select": "last"}}
     )
@@ -183,12 +205,12 @@ def main() -> None:
     for _ in range(args.repeats):
         for t, out in ((task, rates), (last_task, last_rates)):
             start = time.perf_counter()
-            results = train(losses, t, args.steps, seeds, workers=workers)
+            results = train(losses, t, args.steps, seeds, workers=workers, device=device)
             out.append(len(results) / (time.perf_counter() - start))
             assert all(r.ok for r in results), [r.reason for r in results if not r.ok]
             if t is task:
                 best_results = results
-        peaks.append(bmm_peak(len(losses) * args.seeds, workers))
+        peaks.append(bmm_peak(len(losses) * args.seeds, workers, device))
     peak = statistics.median(peaks)
     if args.scores:
         with open(args.scores, "w") as f:
@@ -198,7 +220,7 @@ def main() -> None:
     batched = statistics.median(rates)
     last = statistics.median(last_rates)
     print(
-        f"(b) batched, {workers} worker(s), select best: {batched:6.2f} evaluations/s "
+        f"(b) batched on {device}, {workers} worker(s), select best: {batched:6.2f} evaluations/s "
         f"(passes: {', '.join(f'{r:.1f}' for r in rates)})"
     )
     print(
@@ -236,6 +258,7 @@ def main() -> None:
                 "seeds": args.seeds,
                 "steps": args.steps,
                 "workers": workers,
+                "device": device,
                 "cores": cores,
                 "load_avg_before": round(load, 2),
             }

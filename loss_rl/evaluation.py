@@ -25,10 +25,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from loss_rl.errors import ConfigError
-from loss_rl.expr import Expr, TaskKind, check, fingerprint, known_loss
+from loss_rl.expr import Expr, TaskKind, fingerprint, known_loss
 from loss_rl.results import EvalResult, Status
 from loss_rl.store import RungRecord
-from loss_rl.training import states_from_bytes, states_to_bytes
+from loss_rl.training import check_batch, states_from_bytes, states_to_bytes
 
 if TYPE_CHECKING:
     from loss_rl.tasks import TaskConfig
@@ -151,13 +151,31 @@ class ContinuingExecutor(Protocol):
 
 
 class InProcessExecutor:
-    """Trains in this process with :func:`loss_rl.training.train` (the default)."""
+    """Trains in this process with :func:`loss_rl.training.train` (the default).
+
+    Args:
+        device: Where the trainings run (see :func:`loss_rl.training.resolve_device`): ``None``
+            or ``"cpu"``, the trainer's worker processes; ``"cuda"``, ``"cuda:N"`` or
+            ``"auto"``, a GPU when there is one.
+    """
+
+    #: A class default too: a subclass that does not call ``__init__`` trains on the CPU.
+    device: str | None = None
+
+    def __init__(self, device: str | None = None) -> None:
+        self.device = device
 
     def start(self) -> None:
-        """Start the trainer's worker processes now, not in the first evaluation."""
-        from loss_rl.training import start_workers
+        """Check the device, and start the trainer's worker processes now (CPU), not in the
+        first evaluation.
 
-        start_workers()
+        Raises:
+            ConfigError: (field ``device``) for a GPU this machine does not have.
+        """
+        from loss_rl.training import resolve_device, start_workers
+
+        if resolve_device(self.device).type == "cpu":
+            start_workers()
 
     def close(self) -> None:
         """Nothing to do: the worker pool is shared by the process and stops at exit."""
@@ -174,7 +192,9 @@ class InProcessExecutor:
         """See :meth:`Executor.run`."""
         from loss_rl.training import train
 
-        return train(candidates, task, steps, seeds, splits=splits, data_seed=data_seed)
+        return train(
+            candidates, task, steps, seeds, splits=splits, data_seed=data_seed, device=self.device
+        )
 
     def run_from(
         self,
@@ -197,6 +217,7 @@ class InProcessExecutor:
             data_seed=data_seed,
             start=start,
             keep_state=keep_state,
+            device=self.device,
         )
 
 
@@ -435,11 +456,25 @@ class Evaluator:
         pending: dict[str, list[int]] = {}  # key -> indices waiting for that key's training
         pending_fp: dict[str, str] = {}  # fingerprint -> key trained for it in this batch
         order: list[tuple[str, Expr, str | None]] = []
+        keys: list[str | None] = [None] * n
+        first_of_key: dict[str, int] = {}
         for i, expr in enumerate(candidates):
             try:
                 key = expr.key
             except Exception as err:  # recorded as status=error, never raised into the agent
                 results[i] = EvalResult("", str(expr), None, Status.ERROR, reason=repr(err))
+                continue
+            keys[i] = key
+            if key not in self._by_key:
+                first_of_key.setdefault(key, i)
+        # The checks of the batch's new keys in one call: their descent checks run together.
+        to_check = list(first_of_key.values())
+        verdicts = dict(
+            zip(to_check, check_batch([candidates[i] for i in to_check], self.kind), strict=True)
+        )
+        for i, expr in enumerate(candidates):
+            key = keys[i]
+            if key is None:
                 continue
             hit = self._by_key.get(key)
             if hit is not None:
@@ -448,7 +483,7 @@ class Evaluator:
             if key in pending:
                 pending[key].append(i)
                 continue
-            verdict = check(expr, self.kind)
+            verdict = verdicts[i]
             if not verdict.ok:
                 res = EvalResult(
                     key, str(expr), None, Status.REJECTED, source="check", reason=str(verdict)

@@ -16,6 +16,7 @@ import numpy as np
 from loss_rl._refine import refine
 from loss_rl.agents import SearchState
 from loss_rl.errors import LossSpecError
+from loss_rl.evaluation import InProcessExecutor
 from loss_rl.export import export
 from loss_rl.expr import (
     Expr,
@@ -37,8 +38,12 @@ BEST = "best"
 """Folder of the exported winner: ``loss.json``, ``loss.py``, ``loss.pt``."""
 
 
-def verify_and_export(run_dir: Path, preset: EnvPreset, ledger: Ledger) -> dict[str, Any] | None:
+def verify_and_export(
+    run_dir: Path, preset: EnvPreset, ledger: Ledger, device: str | None = None
+) -> dict[str, Any] | None:
     """Re-train the top candidates at full length on fresh seeds and export the winner.
+
+    ``device`` is where the re-trainings run (the run's ``executor.device``; in-process).
 
     The winner is chosen on the *validation* split of the full-length re-training; the test
     split is only reported (never select on test). The references are tuned on validation
@@ -89,6 +94,7 @@ def verify_and_export(run_dir: Path, preset: EnvPreset, ledger: Ledger) -> dict[
         references=preset.verification.references,
         tune_references=preset.verification.tune_references,
         data_seed=preset.evaluation.data_seed,
+        executor=InProcessExecutor(device=device),
     )
     found = table[table["loss"].isin(list(losses))]
     found = found.sort_values("val_mean", ascending=False, na_position="last")

@@ -87,6 +87,7 @@ class Search:
         cap: bool = True,
         data: DataSpec | None = None,
         model: Any = None,
+        device: str | None = None,
     ) -> Search:
         """Validate the presets and create a new run folder (nothing is trained yet).
 
@@ -114,6 +115,8 @@ class Search:
             model: The task's model instead of the preset's: a ``model:`` mapping, or a
                 module-level function ``f(num_features, num_outputs, **kwargs) -> nn.Module``
                 (trained N copies at a time with ``torch.func``; see README).
+            device: Where the in-process trainings run: ``cpu``, ``cuda``, ``cuda:N`` or
+                ``auto`` (default: the preset's ``executor.device``, else ``cpu``).
 
         Raises:
             ConfigError: for bad presets or options (e.g. ``train=False`` without a policy),
@@ -134,6 +137,7 @@ class Search:
             cap=cap,
             data=data,
             model=model,
+            device=device,
         )
         search = cls(path, config)
         search.log_command(
@@ -242,7 +246,8 @@ class Search:
                 raise
             verification = None
             if verify_top:
-                verification = verify_and_export(self.path, preset, ledger)
+                device = self.executor_config.device
+                verification = verify_and_export(self.path, preset, ledger, device)
             self._summary(ledger, state, time.perf_counter() - t0, verification, "finished")
         finally:
             ledger.close()
@@ -346,6 +351,7 @@ def search(
     test: str | Path | None = None,
     drop_missing: bool = False,
     model: Any = None,
+    device: str | None = None,
 ) -> Run:
     """Run a loss search end to end and return the finished run.
 
@@ -383,6 +389,8 @@ def search(
         drop_missing: Leave out rows with missing or infinite values instead of refusing them.
         model: The model to train instead of the preset's: a ``model:`` mapping, or a
             module-level function ``f(num_features, num_outputs) -> torch.nn.Module``.
+        device: Where the inner trainings run: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``
+            (default: the preset's ``executor.device``, else ``cpu``).
 
     Returns:
         The run (``.path``, ``.summary``, ``.ledger``, ``.best``).
@@ -406,6 +414,7 @@ def search(
             else None
         ),
         model=model,
+        device=device,
     )
     return s.run(progress)
 

@@ -52,6 +52,7 @@ def new_run(
     cap: bool = True,
     data: DataSpec | None = None,
     model: Any = None,
+    device: str | None = None,
 ) -> tuple[Path, RunConfig]:
     """Resolve and check a new run's options, then create its folder with ``config.yaml``.
 
@@ -95,9 +96,11 @@ def new_run(
                 "that is a run folder",
                 field="no_train",
             )
-        exec_cfg = (preset.executor or ExecutorConfig()).override(executor, ray_address)
+        exec_cfg = (preset.executor or ExecutorConfig()).override(executor, ray_address, device)
         if exec_cfg.name == "ray":
             require_ray()  # before the run folder: a missing extra is an input error
+        if exec_cfg.device is not None:  # a GPU this machine lacks: refused before the folder
+            exec_cfg.resolved_device("device" if device is not None else "env.executor.device")
         run_budget = _budget(budget, preset, agent_cfg, train, cap=cap)
         check_writable(out, "out", folder=True)  # creates nothing: the folder is made below
         out_dir = Path(out)

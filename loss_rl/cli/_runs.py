@@ -192,6 +192,13 @@ def search(
             "Default: $RAY_ADDRESS, else a private local Ray instance."
         ),
     ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the inner trainings run: cpu | cuda | cuda:N | auto (a GPU when there "
+            "is one). Default: the env preset's executor.device, else cpu."
+        ),
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -288,6 +295,7 @@ def search(
             tensorboard=tensorboard,
             executor=executor.value if executor else None,
             ray_address=ray_address,
+            device=device,
             cap=not no_cap,
             data=spec,
         )
@@ -304,6 +312,8 @@ def search(
                 "the verification's tuned references are the comparison to trust.[/]"
             )
     where = "" if s.executor_config.name == "inprocess" else f", executor {s.executor_config.name}"
+    if s.executor_config.device not in (None, "cpu"):
+        where += f", device {s.executor_config.resolved_device()}"
     term.print(
         f"Run folder: {s.path}  (env {s.env_preset.name}, agent {s.agent_config.algo}, "
         f"budget {s.budget} trainings{where})"

@@ -18,7 +18,7 @@ def make_executor(config: ExecutorConfig | None = None) -> Executor:
     config = config or ExecutorConfig()
     config.validate()
     if config.name == "inprocess":
-        return InProcessExecutor()
+        return InProcessExecutor(device=config.device)
     require_ray()
     return RayExecutor(
         config.address,

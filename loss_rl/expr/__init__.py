@@ -6,7 +6,16 @@ This package imports nothing else of loss_rl (but :mod:`loss_rl.errors`).
 """
 
 from loss_rl.expr._canonical import canonical, integer_exponent, round_constant
-from loss_rl.expr._checks import CheckResult, check
+from loss_rl.expr._checks import (
+    DESCENT_LR,
+    DESCENT_MIN_PROGRESS,
+    DESCENT_STEPS,
+    CheckResult,
+    check,
+    descent_probes,
+    descent_progress,
+    descent_verdict,
+)
 from loss_rl.expr._codegen import GUARD_NOTES, HELPERS, TorchCode, latex, torch_code
 from loss_rl.expr._compile import (
     BINARY_FUNCTIONS,
@@ -52,6 +61,9 @@ from loss_rl.expr.library import KNOWN_LOSSES, KnownLoss, format_params, known_l
 __all__ = [
     "BINARY_FUNCTIONS",
     "BINARY_OPS",
+    "DESCENT_LR",
+    "DESCENT_MIN_PROGRESS",
+    "DESCENT_STEPS",
     "EPS",
     "EXP_MAX",
     "GRADIENT_RTOL",
@@ -83,6 +95,9 @@ __all__ = [
     "check",
     "compile_loss",
     "const",
+    "descent_probes",
+    "descent_progress",
+    "descent_verdict",
     "fingerprint",
     "format_params",
     "integer_exponent",

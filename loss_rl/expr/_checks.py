@@ -16,8 +16,14 @@ from loss_rl.expr._compile import CompiledLoss, compile_loss
 from loss_rl.expr._nodes import LEAVES, Expr, TaskKind, task_kind
 from loss_rl.expr._probes import PROBE_CLASSES, probes
 
+#: Adam steps and learning rate of the descent check, on the probe outputs themselves.
 DESCENT_STEPS = 30
 DESCENT_LR = 0.1
+#: Progress the descent check asks for (see :func:`descent_progress`).
+DESCENT_MIN_PROGRESS = 1e-3
+#: The probes' first rows are saturated (see :func:`~loss_rl.expr.probes`); the descent check
+#: leaves them out.
+SATURATED_PROBES = 4
 GRAD_ZERO_TOL = 1e-10
 
 
@@ -49,7 +55,7 @@ def _fail(code: str, message: str) -> CheckResult:
     return CheckResult(False, ((code, message),))
 
 
-def check(expr: Expr, kind: TaskKind | str | None = None) -> CheckResult:
+def check(expr: Expr, kind: TaskKind | str | None = None, *, descent: bool = True) -> CheckResult:
     """Check that ``expr`` is a usable training loss for ``kind`` tasks.
 
     Checks, in order (later checks run only if the earlier ones pass):
@@ -61,6 +67,13 @@ def check(expr: Expr, kind: TaskKind | str | None = None) -> CheckResult:
     4. ``zero_gradient``: the gradient is not identically zero;
     5. ``wrong_direction``: minimising it raises the true-class probability (classification) or
        shrinks the absolute residual (regression).
+
+    Args:
+        expr: The candidate loss.
+        kind: Task kind (inferred from the leaves when ``None``).
+        descent: Run check 5 (the descent check, the costly one). ``False`` stops after check
+            4, for a caller that runs the descent check of many candidates at once
+            (:func:`loss_rl.training.check_batch`).
     """
     try:
         inferred = task_kind(expr)
@@ -100,34 +113,41 @@ def check(expr: Expr, kind: TaskKind | str | None = None) -> CheckResult:
         if torch.allclose(other, value.detach(), rtol=1e-9, atol=1e-12):
             return _fail("no_target", "changing the targets does not change the loss")
 
-    return _descent_check(fn, kind, x0, y)
+    if not descent:
+        return CheckResult(True)
+    return _descent_check(fn, kind)
 
 
-def _descent_check(
-    fn: CompiledLoss, kind: TaskKind, x0: torch.Tensor, y: torch.Tensor
-) -> CheckResult:
-    # Skip the saturated rows: a bounded loss legitimately has no gradient there.
-    x = x0[4:].clone().requires_grad_(True)
-    yy = y[4:]
-    opt = torch.optim.Adam([x], lr=DESCENT_LR)
+def descent_probes(kind: TaskKind) -> tuple[torch.Tensor, torch.Tensor]:
+    """The probes the descent check starts from: the saturated rows left out.
 
-    def progress() -> float:
-        with torch.no_grad():
-            if kind is TaskKind.CLASSIFICATION:
-                return torch.softmax(x, -1).gather(-1, yy[:, None]).mean().item()
-            return -(x - yy).abs().mean().item()
+    A bounded loss legitimately has no gradient on a saturated row.
+    """
+    x0, y = probes(kind)
+    return x0[SATURATED_PROBES:], y[SATURATED_PROBES:]
 
-    before = progress()
-    with torch.enable_grad():
-        for _ in range(DESCENT_STEPS):
-            opt.zero_grad()
-            loss = fn(x, yy).mean()
-            if not torch.isfinite(loss):
-                return _fail("not_finite", "the loss became non-finite while minimising it")
-            loss.backward()
-            opt.step()
-    after = progress()
-    if not after > before + 1e-3:
+
+def descent_progress(x: torch.Tensor, y: torch.Tensor, kind: TaskKind) -> torch.Tensor:
+    """What the descent check must raise: the mean true-class probability (classification) or
+    ``-mean |residual|`` (regression), over the last axis of probes (one value per leading row).
+    """
+    if kind is TaskKind.CLASSIFICATION:
+        return torch.softmax(x, -1).gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(-1)
+    return -(x - y).abs().mean(-1)
+
+
+def descent_verdict(kind: TaskKind, before: float, after: float, finite: bool) -> CheckResult:
+    """The descent check's verdict from its progress measure before and after minimising.
+
+    Args:
+        kind: Task kind.
+        before: :func:`descent_progress` at the probes.
+        after: The same after :data:`DESCENT_STEPS` Adam steps on the loss.
+        finite: Whether the loss stayed finite at every step.
+    """
+    if not finite:
+        return _fail("not_finite", "the loss became non-finite while minimising it")
+    if not after > before + DESCENT_MIN_PROGRESS:
         what = "true-class probability" if kind is TaskKind.CLASSIFICATION else "-|residual|"
         return _fail(
             "wrong_direction",
@@ -135,3 +155,22 @@ def _descent_check(
             f"({before:.3f} -> {after:.3f})",
         )
     return CheckResult(True)
+
+
+def _descent_check(fn: CompiledLoss, kind: TaskKind) -> CheckResult:
+    x0, yy = descent_probes(kind)
+    x = x0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=DESCENT_LR)
+    with torch.no_grad():
+        before = float(descent_progress(x, yy, kind))
+    with torch.enable_grad():
+        for _ in range(DESCENT_STEPS):
+            opt.zero_grad()
+            loss = fn(x, yy).mean()
+            if not torch.isfinite(loss):
+                return descent_verdict(kind, before, before, finite=False)
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        after = float(descent_progress(x, yy, kind))
+    return descent_verdict(kind, before, after, finite=True)

@@ -5,8 +5,12 @@ whose results the batched trainer reproduces. Nothing here knows about RL.
 
 Threads and processes: see :mod:`loss_rl.training._workers` — the population is split across
 worker processes of one torch thread each (``$LOSS_RL_WORKERS``, default one per core).
+Devices: ``train(..., device="cuda")`` (see :func:`resolve_device`) trains the whole population
+in this process on the GPU instead; the default is the CPU.
 """
 
+from loss_rl.training._checks import check_batch, descent_checks
+from loss_rl.training._device import resolve_device
 from loss_rl.training._functional import FunctionalModel, build_population
 from loss_rl.training._metrics import (
     CLASSIFICATION_METRICS,
@@ -61,12 +65,15 @@ __all__ = [
     "TrainResult",
     "batch_schedule",
     "build_population",
+    "check_batch",
     "classification_metrics",
     "default_workers",
+    "descent_checks",
     "evaluate_module",
     "init_seed",
     "make_optimizer",
     "regression_metrics",
+    "resolve_device",
     "score_of",
     "score_range",
     "shutdown_workers",

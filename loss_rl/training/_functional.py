@@ -37,7 +37,10 @@ What works under ``vmap`` here (torch 2.13; ``tests/training/test_functional.py`
   ``torch.no_grad()`` (dropout off). The plain reference loop evaluates in training mode, which
   is the same for modules whose two modes agree (those without dropout).
 
-Everything is float32 on the CPU, like the rest of the trainer.
+Everything is float32, like the rest of the trainer, on the trainer's device: the copies are
+built on the CPU by the factory, stacked there, then moved. On a GPU, random ops draw from a
+private CUDA generator state instead (seeded by ``rng_seed`` too, but a different stream from
+the CPU's, so dropout masks differ between devices).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from loss_rl.errors import ConfigError
 from loss_rl.tasks import ModelConfig, build_model
+from loss_rl.training._device import host_copy
 from loss_rl.training._population import PopulationModel, StackedModel
 
 _FACTORY = "task.model.factory"
@@ -130,6 +134,8 @@ class FunctionalModel:
         inits: Initialised plain modules (see :func:`loss_rl.tasks.build_model`), one factory.
         init_of_model: For each of the ``N`` models, the index of its module in ``inits``.
         rng_seed: Seed of the private generator of random ops (dropout) in training.
+        device: Where the stacked parameters, constants and gradients live (``None``: the CPU);
+            inputs must be there too.
 
     Raises:
         ConfigError: naming ``task.model.factory`` for a module the batched path cannot train
@@ -145,8 +151,10 @@ class FunctionalModel:
         inits: Sequence[nn.Module],
         init_of_model: Sequence[int],
         rng_seed: int = 0,
+        device: torch.device | None = None,
     ) -> None:
         self.spec = spec
+        self.device = torch.device("cpu") if device is None else device
         self.num_features = num_features
         self.num_outputs = num_outputs
         self.n = len(init_of_model)
@@ -169,7 +177,9 @@ class FunctionalModel:
         index = torch.as_tensor(list(init_of_model), dtype=torch.long)
 
         def per_model(t: Tensor) -> Tensor:
-            return t.detach().index_select(0, index).contiguous()
+            # Selected on the CPU, where the factory built the copies, then moved (a no-op on
+            # the CPU); parameters are moved before requires_grad_ so they stay autograd leaves.
+            return t.detach().index_select(0, index).contiguous().to(self.device)
 
         trainable = {k for k, p in first.named_parameters() if p.requires_grad}
         #: Names of the trained parameters, in the order of :attr:`params`.
@@ -197,17 +207,32 @@ class FunctionalModel:
             canonical = {id(t): k for k, t in named()}
             self._alias.update({k: canonical[id(t)] for k, t in named(remove_duplicate=False)})
         self._eval_rows = max(1, _EVAL_CHUNK_ELEMENTS // (self.n * _widest(first, num_features)))
-        self._rng = torch.Generator().manual_seed(rng_seed).get_state()
+        # Random ops run on the device of their tensors, so the private stream is that device's
+        # generator state: the CPU's, or the GPU's (its own format, restored there).
+        self._rng_index: int | None = None
+        if self.device.type == "cuda":
+            self._rng_index = (
+                torch.cuda.current_device() if self.device.index is None else self.device.index
+            )
+        gen_device = self.device if self._rng_index is None else f"cuda:{self._rng_index}"
+        self._rng = torch.Generator(device=gen_device).manual_seed(rng_seed).get_state()
         self._z: Tensor | None = None
 
     # ------------------------------------------------------------------ calls
     @contextmanager
     def _private_rng(self) -> Iterator[None]:
         """Run random ops on this population's own stream; the global RNG is left untouched."""
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(self._rng)
+        if self._rng_index is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.set_rng_state(self._rng)
+                yield
+                self._rng = torch.get_rng_state()
+            return
+        # On a GPU, fork (save and restore) that GPU's generator as well as the CPU's.
+        with torch.random.fork_rng(devices=[self._rng_index], device_type="cuda"):
+            torch.cuda.set_rng_state(self._rng, self._rng_index)
             yield
-            self._rng = torch.get_rng_state()
+            self._rng = torch.cuda.get_rng_state(self._rng_index)
 
     def _call(self, module: nn.Module, params: Sequence[Tensor], x: Tensor) -> Tensor:
         def one(p: dict[str, Tensor], c: dict[str, Tensor], xi: Tensor) -> Tensor:
@@ -275,13 +300,13 @@ class FunctionalModel:
     # ------------------------------------------------------------------ single models
     def state_dict(self, i: int) -> dict[str, Tensor]:
         """Parameters and buffers of model ``i`` in the layout of the plain module's
-        ``state_dict``."""
+        ``state_dict`` (copies, on the CPU whatever the population's device)."""
         live = dict(zip(self.names, self.params, strict=True))
         out: dict[str, Tensor] = {}
         for k in self._state_keys:
             name = self._alias.get(k, k)
             t = live[name] if name in live else self.constants[name]
-            out[k] = t.detach()[i].clone()
+            out[k] = host_copy(t.detach()[i])
         return out
 
     def module(self, i: int) -> nn.Module:
@@ -298,6 +323,7 @@ def build_population(
     inits: Sequence[nn.Module],
     init_of_model: Sequence[int],
     rng_seed: int = 0,
+    device: torch.device | None = None,
 ) -> PopulationModel:
     """The population of ``N`` models of ``spec`` that the trainer trains.
 
@@ -311,10 +337,14 @@ def build_population(
         inits: Initialised plain modules (see :func:`loss_rl.tasks.build_model`).
         init_of_model: For each of the ``N`` models, the index of its module in ``inits``.
         rng_seed: Seed of the random ops (dropout) of a ``module`` model.
+        device: Where the population lives (``None``: the CPU). The ``inits`` are CPU modules;
+            their parameters are stacked there and moved.
 
     Raises:
         ConfigError: for a module the batched path cannot train (see :class:`FunctionalModel`).
     """
     if spec.kind == "module":
-        return FunctionalModel(spec, num_features, num_outputs, inits, init_of_model, rng_seed)
-    return StackedModel(spec, num_features, num_outputs, inits, init_of_model)
+        return FunctionalModel(
+            spec, num_features, num_outputs, inits, init_of_model, rng_seed, device
+        )
+    return StackedModel(spec, num_features, num_outputs, inits, init_of_model, device)

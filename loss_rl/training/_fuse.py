@@ -73,6 +73,7 @@ def fuse_programs(
     num_classes: int,
     b: int,
     dtype: torch.dtype,
+    device: torch.device | None = None,
 ) -> tuple[Callable[..., tuple[Tensor, list[Tensor]]], str]:
     """One generated function evaluating every group for batch size ``b``.
 
@@ -87,6 +88,8 @@ def fuse_programs(
         num_classes: Number of classes (1 for regression).
         b: Batch size.
         dtype: Floating type of the model outputs.
+        device: Device of the model outputs (and of the programs' constants): the gradient
+            seeds and zero fillers made here live there too (``None``: torch's default device).
 
     Returns:
         The function, ``fn(*leaves) -> (per-sample losses [N, b], leaf gradients)``, and its
@@ -102,7 +105,7 @@ def fuse_programs(
             return _LOCAL.sub(lambda m: f"k{k}_{m.group(1)}", text)
 
         ns.update({rename(name): value for name, value in prog.statics.items()})
-        ns[f"SEED{k}"] = torch.full((prog.size, b), 1.0, dtype=dtype) / b
+        ns[f"SEED{k}"] = torch.full((prog.size, b), 1.0, dtype=dtype, device=device) / b
         for name, var in prog.leaf_vars.items():
             lines.append(f"{rename(var)} = {name}.narrow(0, {start}, {prog.size})")
         body = [_SEED.sub(f"SEED{k}", rename(line)) for line in prog.body]
@@ -122,7 +125,7 @@ def fuse_programs(
                 shape = (
                     (prog.size, b, num_classes) if name in ("z", "p", "log_p") else (prog.size, b)
                 )
-                ns[f"FILL{k}_{name}"] = torch.zeros(shape, dtype=dtype)
+                ns[f"FILL{k}_{name}"] = torch.zeros(shape, dtype=dtype, device=device)
                 grads[name].append(f"FILL{k}_{name}")
             else:
                 grads[name].append(rename(var))

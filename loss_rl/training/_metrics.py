@@ -4,6 +4,7 @@ Classification: ``accuracy``, ``balanced_accuracy`` (mean recall over the classe
 targets, as scikit-learn), ``macro_f1`` (mean F1 over the classes present in targets or
 predictions, as scikit-learn's ``f1_score(average="macro")``) and ``nll`` (mean cross-entropy of
 the logits). Regression: ``mse``, ``mae`` (in the dataset's original target units) and ``r2``.
+The values are computed on the device of the model outputs (and stay there).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def classification_metrics(logits: Tensor, y: Tensor, num_classes: int) -> dict[
     c = num_classes
     y = y.expand(n_models, n)
     pred = logits.argmax(-1)
-    model = torch.arange(n_models).unsqueeze(1)
+    model = torch.arange(n_models, device=logits.device).unsqueeze(1)
     cells = ((model * c + y) * c + pred).reshape(-1)
     conf = torch.bincount(cells, minlength=n_models * c * c).reshape(n_models, c, c).double()
     tp = conf.diagonal(dim1=1, dim2=2)

@@ -24,9 +24,21 @@ def _fused_available(name: str) -> bool:
     try:  # CPU fused kernels arrived in torch 2.4
         p, g = torch.zeros(2), torch.ones(2)
         if name == "_fused_adam_":
-            fn([p], [g], [torch.zeros(2)], [torch.zeros(2)], [], [torch.ones(())],
-               amsgrad=False, lr=0.1, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8,
-               maximize=False)
+            fn(
+                [p],
+                [g],
+                [torch.zeros(2)],
+                [torch.zeros(2)],
+                [],
+                [torch.ones(())],
+                amsgrad=False,
+                lr=0.1,
+                beta1=0.9,
+                beta2=0.999,
+                weight_decay=0.0,
+                eps=1e-8,
+                maximize=False,
+            )
         return True
     except (RuntimeError, NotImplementedError, TypeError):
         return False
@@ -62,9 +74,10 @@ class StackedOptimizer:
 class StackedAdam(StackedOptimizer):
     """``torch.optim.Adam`` (L2 ``weight_decay``, no amsgrad) on every model of the stack.
 
-    By default the update runs torch's fused CPU Adam kernel (``Adam(fused=True)``): one pass
-    over memory instead of seven. ``fused=False`` replays the single-tensor implementation
-    (torch's default) op for op. Both are elementwise, hence exactly per-model.
+    By default the update runs torch's fused Adam kernel (``Adam(fused=True)``, on the CPU or
+    the parameters' GPU): one pass over memory instead of seven. ``fused=False`` replays the
+    single-tensor implementation (torch's default) op for op. Both are elementwise, hence
+    exactly per-model.
 
     Args:
         params: The stacked parameters (defines the state's shapes).
@@ -88,7 +101,9 @@ class StackedAdam(StackedOptimizer):
         self.fused = fused and _FUSED_ADAM
         self.exp_avg = [torch.zeros_like(p, requires_grad=False) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p, requires_grad=False) for p in params]
-        self.state_steps = [torch.zeros((), dtype=torch.float32) for _ in params]
+        # The fused kernel wants its step counters on the parameters' device (as torch.optim
+        # keeps them for ``fused=True``).
+        self.state_steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
         self.steps = 0
 
     @torch.no_grad()
@@ -99,9 +114,19 @@ class StackedAdam(StackedOptimizer):
         if self.fused:
             torch._foreach_add_(self.state_steps, 1)
             torch._fused_adam_(  # type: ignore[attr-defined]
-                list(params), list(grads), self.exp_avg, self.exp_avg_sq, [], self.state_steps,
-                amsgrad=False, lr=self.lr, beta1=beta1, beta2=beta2,
-                weight_decay=self.weight_decay, eps=self.eps, maximize=False,
+                list(params),
+                list(grads),
+                self.exp_avg,
+                self.exp_avg_sq,
+                [],
+                self.state_steps,
+                amsgrad=False,
+                lr=self.lr,
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=self.weight_decay,
+                eps=self.eps,
+                maximize=False,
             )
             return
         bias_correction1 = 1 - beta1**self.steps
@@ -209,10 +234,16 @@ def make_torch_optimizer(
     """The plain ``torch.optim`` optimiser described by ``cfg`` (for the reference loop)."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(
-            parameters, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+            parameters,
+            lr=cfg.lr,
+            betas=(cfg.beta1, cfg.beta2),
+            eps=cfg.eps,
             weight_decay=cfg.weight_decay,
         )
     return torch.optim.SGD(
-        parameters, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        parameters,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
         weight_decay=cfg.weight_decay,
     )

@@ -75,6 +75,8 @@ class PopulationLoss:
         kind: Task kind.
         num_classes: Number of classes (classification).
         dtype: Floating type of the model outputs (constants are stored in it).
+        device: Device of the model outputs; the compiled programs' constants, the gradient
+            seeds and the fillers live there (``None``: the CPU).
     """
 
     def __init__(
@@ -84,8 +86,10 @@ class PopulationLoss:
         kind: TaskKind,
         num_classes: int | None = None,
         dtype: torch.dtype = torch.float32,
+        device: torch.device | None = None,
     ) -> None:
         self.kind = TaskKind(kind)
+        self.device = torch.device("cpu") if device is None else device
         self.reps = reps
         self.num_classes = num_classes or 1
         groups: dict[str, list[int]] = {}
@@ -96,7 +100,7 @@ class PopulationLoss:
         start = 0
         for members in groups.values():
             prog = ProgramBuilder(
-                [exprs[i] for i in members], reps, self.num_classes, dtype
+                [exprs[i] for i in members], reps, self.num_classes, dtype, self.device
             ).build()
             self.programs.append((start, prog))
             start += prog.size
@@ -140,7 +144,7 @@ class PopulationLoss:
                 log_p_y = log_p.gather(-1, y.unsqueeze(-1)).squeeze(-1)
                 out["log_p_y"], out["p_y"] = log_p_y, log_p_y.exp()
         if "t" in need:
-            classes = torch.arange(self.num_classes)
+            classes = torch.arange(self.num_classes, device=z.device)
             if y.dim() == 2 and y.stride(0) == 0:  # one target row shared by all models
                 row = (y[0].unsqueeze(-1) == classes).to(z.dtype)
                 out["t"] = row.expand(y.shape[0], *row.shape)
@@ -180,7 +184,8 @@ class PopulationLoss:
         roots: list[Tensor] = []
         inv_b = self._inv_b.get(b)
         if inv_b is None:
-            inv_b = torch.ones((), dtype=z.dtype) / b  # what .mean()'s backward hands out
+            # What .mean()'s backward hands out.
+            inv_b = torch.ones((), dtype=z.dtype, device=z.device) / b
             self._inv_b[b] = inv_b
         for k, (_, prog) in enumerate(self.programs):
             size = prog.size
@@ -218,7 +223,13 @@ class PopulationLoss:
         See :func:`~loss_rl.training._fuse.fuse_programs`; the source is kept in :attr:`source`.
         """
         fn, self.source = fuse_programs(
-            self.programs, self._leaf_order, self._grad_leaves, self.num_classes, b, dtype
+            self.programs,
+            self._leaf_order,
+            self._grad_leaves,
+            self.num_classes,
+            b,
+            dtype,
+            self.device,
         )
         return fn
 
@@ -229,7 +240,7 @@ class PopulationLoss:
         key = (k, name, shape, value)
         t = self._fillers.get(key)
         if t is None:
-            t = torch.full(shape, value, dtype=like.dtype)
+            t = torch.full(shape, value, dtype=like.dtype, device=like.device)
             self._fillers[key] = t
         return t
 

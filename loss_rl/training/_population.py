@@ -6,7 +6,8 @@ hand into preallocated gradient buffers — on CPU the population's step is boun
 and per-op overhead, and autograd's fresh allocations and bookkeeping cost more than the matmuls
 themselves; ``cnn1d`` uses autograd. Parameter ``k`` of model ``i`` is ``params[k][i]``, exactly
 the parameters of the plain module :func:`loss_rl.tasks.build_model` builds (dense weights
-transposed to ``[in, out]``).
+transposed to ``[in, out]``). The population lives on one device (``device``, the CPU by
+default): the plain modules are built on the CPU and their stacked parameters moved there.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from loss_rl.tasks import ModelConfig, build_model, conv_lengths
+from loss_rl.training._device import host_copy
 
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": torch.relu,
@@ -118,8 +120,10 @@ class StackedModel:
         spec: The model spec.
         num_features: Inputs per sample.
         num_outputs: Classes, or 1 for regression (outputs are then ``[N, B]``).
-        inits: Initialised plain modules (see :func:`loss_rl.tasks.build_model`).
+        inits: Initialised plain modules (see :func:`loss_rl.tasks.build_model`), on the CPU.
         init_of_model: For each of the ``N`` models, the index of its module in ``inits``.
+        device: Where the stacked parameters and gradients live (``None``: the CPU); inputs
+            must be there too.
     """
 
     def __init__(
@@ -129,8 +133,10 @@ class StackedModel:
         num_outputs: int,
         inits: Sequence[nn.Module],
         init_of_model: Sequence[int],
+        device: torch.device | None = None,
     ) -> None:
         self.spec = spec
+        self.device = torch.device("cpu") if device is None else device
         self.num_features = num_features
         self.num_outputs = num_outputs
         self.n = len(init_of_model)
@@ -148,8 +154,13 @@ class StackedModel:
             self.lengths = conv_lengths(spec, num_features)
         index = torch.as_tensor(list(init_of_model), dtype=torch.long)
         per_init = [self._tensors(m) for m in inits]
+        # Stacked on the CPU where the modules were built, then moved (``.to`` is a no-op on
+        # the CPU). Moved before requires_grad_ so that autograd's leaves are the device tensors.
         self.params: list[Tensor] = [
-            torch.stack([t[k] for t in per_init]).index_select(0, index).contiguous()
+            torch.stack([t[k] for t in per_init])
+            .index_select(0, index)
+            .contiguous()
+            .to(self.device)
             for k in range(len(per_init[0]))
         ]
         if not self.manual:
@@ -171,12 +182,13 @@ class StackedModel:
         return out
 
     def state_dict(self, i: int) -> dict[str, Tensor]:
-        """Parameters of model ``i`` in the layout of the plain module's ``state_dict``."""
+        """Parameters of model ``i`` in the layout of the plain module's ``state_dict`` (copies,
+        on the CPU whatever the population's device)."""
         out: dict[str, Tensor] = {}
         for k, (kind, name) in enumerate(self.layers):
             w, b = self.params[2 * k].detach()[i], self.params[2 * k + 1].detach()[i]
-            out[f"{name}.weight"] = (w.t() if kind == "linear" else w).clone()
-            out[f"{name}.bias"] = b.clone()
+            out[f"{name}.weight"] = host_copy(w.t() if kind == "linear" else w)
+            out[f"{name}.bias"] = host_copy(b)
         return out
 
     def module(self, i: int) -> nn.Module:

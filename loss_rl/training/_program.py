@@ -150,13 +150,27 @@ class ProgramBuilder:
     Members are walked in lockstep; a constant becomes a ``[G, 1]`` tensor holding each member's
     value (repeated over its ``reps`` seeds). Constant subtrees are folded and repeated subtrees
     shared (memoised on the members' nodes).
+
+    Args:
+        members: The group's trees (one :func:`structure`).
+        reps: Models per member (paired seeds).
+        num_classes: Number of classes (1 for regression).
+        dtype: Floating type of the model outputs (constants are stored in it).
+        device: Device of the model outputs: the constants live there, so the folded subtrees
+            are computed there too and the program never mixes devices.
     """
 
     def __init__(
-        self, members: Sequence[Expr], reps: int, num_classes: int, dtype: torch.dtype
+        self,
+        members: Sequence[Expr],
+        reps: int,
+        num_classes: int,
+        dtype: torch.dtype,
+        device: torch.device | None = None,
     ) -> None:
         self.members = list(members)
         self.dtype = dtype
+        self.device = torch.device("cpu") if device is None else device
         self.reps = reps
         self.num_classes = num_classes
         self.size = len(members) * reps
@@ -191,7 +205,11 @@ class ProgramBuilder:
         if isinstance(first, Leaf):
             return self._leaf(first.name)
         if isinstance(first, Const):
-            values = torch.tensor([n.value for n in nodes], dtype=self.dtype)  # type: ignore[attr-defined]
+            values = torch.tensor(
+                [n.value for n in nodes],  # type: ignore[attr-defined]
+                dtype=self.dtype,
+                device=self.device,
+            )
             node = self._add(op="const", static=True)
             self.consts[f"v{node.slot}"] = values.repeat_interleave(self.reps).unsqueeze(-1)
             return node

@@ -24,6 +24,12 @@ round differently for different population sizes).
 **Processes.** :func:`train` splits the population over worker processes of one thread each
 (:func:`split_candidates`; see :mod:`loss_rl.training._workers` for the measurements behind that
 choice); :func:`start_workers` starts them ahead of the first call.
+
+**Devices.** ``train(..., device=...)`` (see :func:`~loss_rl.training.resolve_device`) runs on
+the CPU by default, as above. On a CUDA device the whole population trains in the calling
+process (no worker processes: one GPU holds every model) and every tensor of the run lives on
+the device — data, minibatch schedule, parameters, optimiser state, loss constants, health and
+checkpoint bookkeeping; metrics and saved states come back to the CPU.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from torch import Tensor
 from loss_rl.errors import ConfigError
 from loss_rl.expr import Expr, TaskKind, compile_loss
 from loss_rl.tasks import TaskConfig, TaskData, build_model, load_task
+from loss_rl.training._device import host_copy, resolve_device
 from loss_rl.training._functional import build_population
 from loss_rl.training._metrics import classification_metrics, regression_metrics, score_of
 from loss_rl.training._optim import make_optimizer
@@ -130,9 +137,20 @@ class _Outcome:
 
 
 class _Data:
-    """The seeds' training data concatenated, with per-step minibatch gathering."""
+    """The seeds' training data concatenated, with per-step minibatch gathering.
 
-    def __init__(self, task: TaskConfig, seeds: Sequence[int], data_seed: int | None) -> None:
+    :attr:`x` and :attr:`y` (and the schedule, the evaluation splits of :meth:`split`) are on
+    ``device``; :attr:`datas` keep the loaded (CPU) task data.
+    """
+
+    def __init__(
+        self,
+        task: TaskConfig,
+        seeds: Sequence[int],
+        data_seed: int | None,
+        device: torch.device | None = None,
+    ) -> None:
+        self.device = torch.device("cpu") if device is None else device
         self.seeds = list(seeds)
         self.shared = data_seed is not None or len(set(self.seeds)) == 1
         data_seeds = [data_seed] * len(seeds) if data_seed is not None else self.seeds
@@ -145,6 +163,9 @@ class _Data:
         trains = [first.train] if self.shared else [d.train for d in self.datas]
         self.x = trains[0].x if len(trains) == 1 else torch.cat([t.x for t in trains])
         self.y = trains[0].y if len(trains) == 1 else torch.cat([t.y for t in trains])
+        # Moved once (``.to`` returns the tensor itself on the CPU).
+        self.x, self.y = self.x.to(self.device), self.y.to(self.device)
+        self._splits: dict[str, list[tuple[Tensor, Tensor]]] = {}
         sizes = [len(t) for t in trains]
         self.offsets = [0] * len(seeds)
         if not self.shared:
@@ -154,12 +175,27 @@ class _Data:
         self.batch = min(task.training.batch_size, min(self.sizes))
 
     def schedule(self, steps: int) -> Tensor:
-        """Row indices ``[steps, S, b]`` into :attr:`x` / :attr:`y`."""
+        """Row indices ``[steps, S, b]`` into :attr:`x` / :attr:`y`, on their device.
+
+        Drawn on the CPU (the same order on every device), then moved in one copy so that a
+        step's gather does not copy indices to the device.
+        """
         per_seed = [
             batch_schedule(n, self.batch, steps, s) + off
             for n, s, off in zip(self.sizes, self.seeds, self.offsets, strict=True)
         ]
-        return torch.stack(per_seed, dim=1)
+        return torch.stack(per_seed, dim=1).to(self.device)
+
+    def split(self, name: str) -> list[tuple[Tensor, Tensor]]:
+        """``(x, y)`` of split ``name`` for each of :attr:`datas`, on :attr:`device`."""
+        # Moved once per run, not at every validation check (on the CPU ``.to`` returns the
+        # task's own tensors).
+        cached = self._splits.get(name)
+        if cached is None:
+            parts = [d.split(name) for d in self.datas]
+            cached = [(p.x.to(self.device), p.y.to(self.device)) for p in parts]
+            self._splits[name] = cached
+        return cached
 
 
 def _check_args(task: TaskConfig, steps: int, seeds: Sequence[int], splits: Sequence[str]) -> None:
@@ -188,6 +224,10 @@ class _Run:
 
     With ``start`` (one :class:`ModelState` per (candidate, seed), candidate-major, all at the
     same step), every model continues from its saved state instead of its initialisation.
+
+    Every tensor of the run is on ``device`` (default the CPU): models are built on the CPU by
+    :func:`~loss_rl.tasks.build_model` and moved, saved states are moved in by :meth:`_load`
+    and copied out to the CPU by :meth:`_snapshot`.
     """
 
     def __init__(
@@ -197,13 +237,18 @@ class _Run:
         seeds: Sequence[int],
         data_seed: int | None,
         start: Sequence[ModelState] | None = None,
+        device: torch.device | None = None,
     ) -> None:
         self.task = task
-        self.data = _Data(task, seeds, data_seed)
+        self.device = torch.device("cpu") if device is None else device
+        dev = self.device
+        self.data = _Data(task, seeds, data_seed, dev)
         self.n_seeds = len(seeds)
         self.n_cands = len(exprs)
         self.n = self.n_cands * self.n_seeds
-        self.loss = PopulationLoss(exprs, self.n_seeds, self.data.kind, self.data.num_classes)
+        self.loss = PopulationLoss(
+            exprs, self.n_seeds, self.data.kind, self.data.num_classes, device=dev
+        )
         inits = [
             build_model(
                 task.model, self.data.num_features, self.data.num_outputs, seed=init_seed(s)
@@ -219,23 +264,24 @@ class _Run:
             inits,
             [m % self.n_seeds for m in range(self.n)],
             rng_seed=seeds[0],
+            device=dev,
         )
         self.optimizer = make_optimizer(self.model.params, task.training)
-        self.alive = torch.ones(self.n, dtype=torch.bool)
+        self.alive = torch.ones(self.n, dtype=torch.bool, device=dev)
         self.diverged_at: list[int | None] = [None] * self.n
         self.diverge_reason: list[str] = [""] * self.n
         self.stopped_at: list[int | None] = [None] * self.n
         self.loss_bound: Tensor | None = None  # [N], set from the first step's losses
         self.frozen: list[Tensor] = []
-        self.dead_idx = torch.empty(0, dtype=torch.long)
+        self.dead_idx = torch.empty(0, dtype=torch.long, device=dev)
         self.step = 0  # optimiser steps taken by every model (frozen ones included)
         self.state: list[ModelState] | None = None  # set by fit(keep_state=True)
         select = task.training.select == "best"
         if select:
-            self.best = torch.full((self.n,), -math.inf, dtype=torch.float64)
+            self.best = torch.full((self.n,), -math.inf, dtype=torch.float64, device=dev)
             self.best_params = [p.detach().clone() for p in self.model.params]
-            self.best_step = torch.full((self.n,), -1, dtype=torch.long)
-            self.waits = torch.zeros(self.n, dtype=torch.long)
+            self.best_step = torch.full((self.n,), -1, dtype=torch.long, device=dev)
+            self.waits = torch.zeros(self.n, dtype=torch.long, device=dev)
         if start is not None:
             self._load(start)
 
@@ -260,42 +306,59 @@ class _Run:
             )
         self.step = steps.pop()
         select = self.task.training.select == "best"
+        dev = self.device
+
+        def moved(ts: Sequence[Tensor]) -> list[Tensor]:
+            # Saved states are on the CPU (or wherever the caller kept them); ``.to`` is a
+            # no-op for tensors already on the run's device.
+            return [t.to(dev) for t in ts]
+
         with torch.no_grad():
             for k, p in enumerate(self.model.params):
                 for m, r in enumerate(rows):
-                    p[m] = r.params[k]
-            self.optimizer.load_rows(self.model.params, [r.optimizer for r in rows], self.step)
+                    p[m] = r.params[k].to(dev)
+            self.optimizer.load_rows(
+                self.model.params, [moved(r.optimizer) for r in rows], self.step
+            )
             if select:
                 for k, b in enumerate(self.best_params):
                     for m, r in enumerate(rows):
-                        b[m] = r.best_params[k] if r.best_params else r.params[k]
+                        b[m] = (r.best_params[k] if r.best_params else r.params[k]).to(dev)
         if self.step > 0:
             bounds = [LOSS_BOUND if r.loss_bound is None else r.loss_bound for r in rows]
-            self.loss_bound = torch.tensor(bounds, dtype=torch.float64)
+            self.loss_bound = torch.tensor(bounds, dtype=torch.float64, device=dev)
         if select:
-            self.best = torch.tensor([r.best_score for r in rows], dtype=torch.float64)
-            self.best_step = torch.tensor([r.best_step for r in rows], dtype=torch.long)
-            self.waits = torch.tensor([r.waits for r in rows], dtype=torch.long)
-        stopped = torch.tensor([r.stopped_at is not None for r in rows])
+            self.best = torch.tensor([r.best_score for r in rows], dtype=torch.float64, device=dev)
+            self.best_step = torch.tensor([r.best_step for r in rows], dtype=torch.long, device=dev)
+            self.waits = torch.tensor([r.waits for r in rows], dtype=torch.long, device=dev)
+        stopped = torch.tensor([r.stopped_at is not None for r in rows], device=dev)
         if bool(stopped.any()):
             self._freeze(stopped, self.step, diverged=False)
             self.stopped_at = [r.stopped_at for r in rows]
 
     def _snapshot(self) -> list[ModelState]:
-        """Every model's state now, candidate-major."""
+        """Every model's state now, candidate-major, on the CPU whatever the run's device."""
         select = self.task.training.select == "best"
         out: list[ModelState | None] = [None] * self.n
+        # Off the CPU, each stacked tensor comes back in one copy (not one per model and
+        # number); on the CPU ``.cpu()`` is a no-op and ``host_copy`` the per-row ``clone``.
+        params = [p.detach().cpu() for p in self.model.params]
+        best_params = [b.cpu() for b in self.best_params] if select else []
+        bounds = None if self.loss_bound is None else self.loss_bound.cpu()
+        if select:
+            best, best_step, waits = self.best.cpu(), self.best_step.cpu(), self.waits.cpu()
         for m in range(self.n):
-            bound = None if self.loss_bound is None else float(self.loss_bound[m])
+            bound = None if bounds is None else float(bounds[m])
             out[self._source(m)] = ModelState(
                 step=self.step,
-                params=tuple(p[m].detach().clone() for p in self.model.params),
-                optimizer=self.optimizer.row_state(m),
+                params=tuple(host_copy(p[m]) for p in params),
+                # row_state copies already; ``.cpu()`` only moves them (a no-op on the CPU).
+                optimizer=tuple(t.cpu() for t in self.optimizer.row_state(m)),
                 loss_bound=bound,
-                best_score=float(self.best[m]) if select else -math.inf,
-                best_step=int(self.best_step[m]) if select else -1,
-                waits=int(self.waits[m]) if select else 0,
-                best_params=tuple(b[m].clone() for b in self.best_params) if select else (),
+                best_score=float(best[m]) if select else -math.inf,
+                best_step=int(best_step[m]) if select else -1,
+                waits=int(waits[m]) if select else 0,
+                best_params=tuple(host_copy(b[m]) for b in best_params) if select else (),
                 stopped_at=self.stopped_at[m],
             )
         return [s for s in out if s is not None]
@@ -481,23 +544,23 @@ class _Run:
     def metrics(self, split: str) -> dict[str, Tensor]:
         """Metric name -> ``[N]`` values on ``split`` (each model on its own seed's data)."""
         data = self.data
-        parts = [d.split(split) for d in data.datas]
+        parts = data.split(split)
         if data.shared:
-            xs, ys = parts[0].x.unsqueeze(0), parts[0].y.unsqueeze(0)
+            xs, ys = parts[0][0].unsqueeze(0), parts[0][1].unsqueeze(0)
             outs = self._outputs(self._per_model(xs))
             y = ys[0]
-        elif len({len(p) for p in parts}) == 1:
-            xs = torch.stack([p.x for p in parts])
-            ys = torch.stack([p.y for p in parts])
+        elif len({len(x) for x, _ in parts}) == 1:
+            xs = torch.stack([x for x, _ in parts])
+            ys = torch.stack([y for _, y in parts])
             outs = self._outputs(self._per_model(xs))
             y = self._per_model(ys)
         else:  # per-seed training sets of different sizes: evaluate seed by seed
             per: dict[str, Tensor] = {}
-            for s, p in enumerate(parts):
-                out = self._outputs(p.x.unsqueeze(0).expand(self.n, *p.x.shape))
-                m = self._metric_values(out, p.y)
+            for s, (x, y_s) in enumerate(parts):
+                out = self._outputs(x.unsqueeze(0).expand(self.n, *x.shape))
+                m = self._metric_values(out, y_s)
                 for k, v in m.items():
-                    per.setdefault(k, torch.empty(self.n, dtype=torch.float64))
+                    per.setdefault(k, torch.empty(self.n, dtype=torch.float64, device=self.device))
                     per[k][s :: self.n_seeds] = v[s :: self.n_seeds]
             return per
         return self._metric_values(outs, y)
@@ -505,7 +568,9 @@ class _Run:
     def _metric_values(self, out: Tensor, y: Tensor) -> dict[str, Tensor]:
         if self.data.num_classes is not None:
             return classification_metrics(out, y, self.data.num_classes)
-        std = torch.tensor([d.target_std for d in self.data.datas], dtype=torch.float64)
+        std = torch.tensor(
+            [d.target_std for d in self.data.datas], dtype=torch.float64, device=self.device
+        )
         return regression_metrics(out, y, self._per_model(std.unsqueeze(1)).squeeze(1))
 
     def scores(self, split: str) -> Tensor:
@@ -524,6 +589,7 @@ def run_population(
     data_seed: int | None,
     start: Sequence[ModelState] | None = None,
     keep_state: bool = False,
+    device: torch.device | None = None,
 ) -> tuple[list[_Outcome], float]:
     """Train ``len(exprs) × len(seeds)`` models in this process.
 
@@ -536,14 +602,19 @@ def run_population(
         data_seed: Data seed (see :func:`train`).
         start: Saved states to continue, candidate-major (see :func:`train`).
         keep_state: Return each ok model's state in its outcome.
+        device: Device to train on (``None``: the CPU; resolved by :func:`train`). Outcomes
+            hold CPU values whatever the device.
 
     Returns:
         Outcomes in candidate-major order and the wall time in seconds.
     """
     began = time.perf_counter()
-    run = _Run(exprs, task, seeds, data_seed, start)
+    run = _Run(exprs, task, seeds, data_seed, start, device)
     run.fit(steps, keep_state=keep_state)
-    per_split = {s: run.metrics(s) for s in splits}
+    # Metrics come to the CPU in one copy per metric, not one sync per model and value
+    # (``.cpu()`` is a no-op on the CPU).
+    per_split = {s: {k: v.cpu() for k, v in run.metrics(s).items()} for s in splits}
+    best_step = run.best_step.cpu() if task.training.select == "best" else None
     metric = task.score_metric
     outcomes = [_Outcome() for _ in range(run.n)]
     broken = set()
@@ -565,8 +636,8 @@ def run_population(
             )
             continue
         out.steps = stop_at if stop_at is not None else steps
-        if task.training.select == "best" and steps > 0:
-            out.selected_step = int(run.best_step[m])
+        if best_step is not None and steps > 0:
+            out.selected_step = int(best_step[m])
         out.metrics = {s_: {k: float(v[m]) for k, v in per_split[s_].items()} for s_ in splits}
         value = score_of(out.metrics[splits[0]], metric)
         if not math.isfinite(value):
@@ -632,6 +703,7 @@ def train(
     workers: int | None = None,
     start: Sequence[ModelState] | None = None,
     keep_state: bool = False,
+    device: str | torch.device | None = None,
 ) -> list[TrainResult]:
     """Train one model per (candidate loss, seed) in one batched pass.
 
@@ -650,6 +722,7 @@ def train(
             minibatch order vary with ``seed``).
         workers: Worker processes to split the population over (``None``: ``$LOSS_RL_WORKERS``
             or one per core; ``0``/``1``: train in this process with its torch thread setting).
+            Ignored off the CPU.
         start: Continue from saved states instead of the initialisation: one
             :class:`ModelState` per (candidate, seed), candidate-major, all at the same step
             (``<= steps``), from ``keep_state`` results of an earlier call with the same task,
@@ -658,16 +731,27 @@ def train(
             its random stream restarts).
         keep_state: Attach each ok result's :class:`ModelState` (``TrainResult.state``) so a
             later call can continue it.
+        device: Where to train (see :func:`~loss_rl.training.resolve_device`): ``None`` or
+            ``"cpu"`` (the default: worker processes as ``workers`` says), ``"cuda"``,
+            ``"cuda:N"`` or ``"auto"`` (a GPU if there is one). On a GPU the whole population
+            trains in this process, every tensor of the run on the device, and ``workers`` is
+            ignored. Results are the same as on the CPU up to float rounding, with two
+            exceptions: a ``module`` model's dropout masks (the GPU draws them from its own
+            stream), and convolutions, which follow torch's TF32 setting
+            (``torch.backends.cudnn.conv.fp32_precision``: TF32 unless set to ``"ieee"``).
+            Metrics and states come back on the CPU; ``start`` states may be on any device.
 
     Returns:
         One :class:`TrainResult` per (candidate, seed), candidate-major:
         ``results[c * len(seeds) + s]``.
 
     Raises:
-        ConfigError: for a bad task, steps, seeds or splits. A bad *candidate* never raises: its
-            results are ``diverged`` with a ``reason``.
+        ConfigError: for a bad task, steps, seeds, splits or device (a CUDA device on a machine
+            without one included). A bad *candidate* never raises: its results are ``diverged``
+            with a ``reason``.
     """
     _check_args(task, steps, seeds, splits)
+    dev = resolve_device(device)
     if data_seed is not None:
         _check_args(task, steps, [data_seed], splits)
     seeds, splits = list(seeds), list(splits)
@@ -696,7 +780,12 @@ def train(
     outcomes: dict[int, list[_Outcome]] = {}
     seconds: dict[int, float] = {}
     if valid:
-        n_workers = default_workers() if workers is None else max(0, workers)
+        if dev.type != "cpu":
+            # One GPU holds the whole population: train it in this process. Worker processes
+            # would each need their own CUDA context and contend for the one device.
+            n_workers = 0
+        else:
+            n_workers = default_workers() if workers is None else max(0, workers)
         n_models = len(valid) * n_seeds
         # A worker needs a few models to be worth its messages (and at most one per candidate).
         n_workers = min(n_workers, len(valid), max(1, n_models // _MIN_MODELS_PER_WORKER))
@@ -723,7 +812,7 @@ def train(
                     seconds[valid[j]] = secs / (len(chunk) * n_seeds)
         else:
             outs, secs = run_population(
-                exprs, task, steps, seeds, splits, data_seed, states_of(valid), keep_state
+                exprs, task, steps, seeds, splits, data_seed, states_of(valid), keep_state, dev
             )
             for k, i in enumerate(valid):
                 outcomes[i] = outs[k * n_seeds : (k + 1) * n_seeds]
