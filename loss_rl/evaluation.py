@@ -483,7 +483,9 @@ class Evaluator:
             if key in pending:
                 pending[key].append(i)
                 continue
-            verdict = verdicts[i]
+            # A repeat of a key whose first candidate joined another key's training through
+            # its fingerprint is neither cached nor pending: it shares that first verdict.
+            verdict = verdicts[first_of_key[key]]
             if not verdict.ok:
                 res = EvalResult(
                     key, str(expr), None, Status.REJECTED, source="check", reason=str(verdict)

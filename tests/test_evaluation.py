@@ -93,6 +93,16 @@ def test_duplicates_within_one_batch_train_once() -> None:
     assert [r.trained for r in res] == [True, False, False]
 
 
+def test_a_repeated_key_that_joined_by_fingerprint_trains_nothing_more() -> None:
+    # The second and third share a key; the second joins the first's training by fingerprint
+    # (a constant shift), so the third's key is neither cached nor pending when it comes up.
+    ev, ex, _ = make()
+    res = ev.evaluate([parse("-log_p_y"), parse("-log_p_y + 1"), parse("-log_p_y + 1")])
+    assert ex.batches == [["-log_p_y"]]
+    assert [r.source for r in res] == ["trained", "cache_fingerprint", "cache_fingerprint"]
+    assert res[1].score == res[2].score == res[0].score
+
+
 def test_rejected_candidates_are_never_trained_and_say_why() -> None:
     ev, ex, _ = make()
     (r,) = ev.evaluate([parse("sum_c(p^2)")])

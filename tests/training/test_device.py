@@ -6,12 +6,15 @@ without CUDA, the CPU path unchanged by an explicit ``device="cpu"``) runs every
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from loss_rl.errors import ConfigError
 from loss_rl.expr import Expr, known_loss, parse
@@ -310,3 +313,81 @@ def test_diverging_candidate_is_isolated_on_cuda() -> None:
         else:  # rows never mix: the others are what they are without the poison
             assert r.ok
             _close([r], [c], rel=1e-6)
+
+
+# Tensor factories that place their result on the default device unless told otherwise.
+_FACTORIES = {
+    torch.zeros,
+    torch.ones,
+    torch.full,
+    torch.empty,
+    torch.empty_strided,
+    torch.arange,
+    torch.tensor,
+    torch.as_tensor,
+    torch.randn,
+    torch.rand,
+    torch.randint,
+    torch.randperm,
+    torch.eye,
+    torch.linspace,
+}
+# The two that stay on the CPU on purpose: the row index used to stack the initial models (on
+# the CPU, before they move), and the minibatch order (drawn on the CPU so every device trains
+# on the same batches, then moved in one copy).
+_CPU_ON_PURPOSE = {("_population.py", "as_tensor"), ("_reference.py", "randperm")}
+
+
+class _FactoryWatch(TorchFunctionMode):
+    """Notes each factory call from ``loss_rl/training`` made without an explicit ``device``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in _FACTORIES and "device" not in kwargs:
+            frame = sys._getframe(1)
+            while frame is not None and f"{os.sep}torch{os.sep}" in frame.f_code.co_filename:
+                frame = frame.f_back
+            if frame is not None and f"loss_rl{os.sep}training" in frame.f_code.co_filename:
+                self.seen.add((os.path.basename(frame.f_code.co_filename), func.__name__))
+        return func(*args, **kwargs)
+
+
+def test_every_tensor_the_trainer_makes_follows_device() -> None:
+    # On a CPU-only machine a forgotten ``device=`` is invisible (everything is on the CPU);
+    # this finds it: every factory call of the trainer must say where its tensor goes.
+    watch = _FactoryWatch()
+    cls = [*LOSSES, parse("sum_c(abs(p - t))"), parse(POISON), known_loss("label_smoothing")]
+    with watch:
+        first = train(
+            cls,
+            _task(steps=20, eval_every=10, patience=3),
+            20,
+            SEEDS,
+            splits=("val", "test"),
+            workers=0,
+            device="cpu",
+            keep_state=True,
+        )
+        states = [r.state for r in first[:2]]
+        train(cls[:1], _task(steps=30), 30, SEEDS, workers=0, device="cpu", start=states)
+        train(
+            [parse("residual^2"), parse("abs(residual)")],
+            _task("diabetes"),
+            10,
+            [3],
+            workers=0,
+            device="cpu",
+            data_seed=1,
+        )
+    assert watch.seen - _CPU_ON_PURPOSE == set(), sorted(watch.seen)
+    assert watch.seen  # the watch sees factory calls at all (the CPU-on-purpose ones)
