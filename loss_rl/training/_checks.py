@@ -34,8 +34,14 @@ from loss_rl.expr import (
     descent_verdict,
 )
 from loss_rl.training._ploss import PopulationLoss
+from loss_rl.training._trainer import split_candidates
+from loss_rl.training._workers import run_chunks, running_workers
 
 logger = logging.getLogger(__name__)
+
+#: Batches at least this large are checked in the trainer's worker processes when they run:
+#: the grammar space's batches hold 30-50 new expressions, the parametric space's 1-8.
+PARALLEL_MIN = 16
 
 # torch.optim.Adam's defaults, which the one-candidate descent check uses.
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
@@ -43,6 +49,11 @@ _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 
 def check_batch(exprs: Sequence[Expr], kind: TaskKind | str) -> list[CheckResult]:
     """:func:`loss_rl.expr.check` of every candidate, the descent checks batched.
+
+    A batch of at least :data:`PARALLEL_MIN` candidates is split over the trainer's worker
+    processes when they are running (a search starts them first; they wait for the trainer
+    while the checks run): each worker checks its share, grouped by tree structure as the
+    trainer splits a population (:func:`~loss_rl.training.split_candidates`).
 
     Args:
         exprs: Candidate losses.
@@ -52,6 +63,21 @@ def check_batch(exprs: Sequence[Expr], kind: TaskKind | str) -> list[CheckResult
         One :class:`~loss_rl.expr.CheckResult` per candidate, in order.
     """
     kind = TaskKind(kind)
+    workers = running_workers()
+    if workers > 1 and len(exprs) >= PARALLEL_MIN:
+        chunks = split_candidates(exprs, 1, workers)
+        if len(chunks) == workers:  # the pool's size: run_chunks would otherwise restart it
+            parts = run_chunks(_check_here, [([exprs[i] for i in c], kind) for c in chunks])
+            out: list[CheckResult | None] = [None] * len(exprs)
+            for chunk, verdicts in zip(chunks, parts, strict=True):
+                for i, verdict in zip(chunk, verdicts, strict=True):
+                    out[i] = verdict
+            return [r for r in out if r is not None]
+    return _check_here(exprs, kind)
+
+
+def _check_here(exprs: Sequence[Expr], kind: TaskKind) -> list[CheckResult]:
+    """:func:`check_batch` in this process (also what each worker runs for its share)."""
     out: list[CheckResult | None] = [None] * len(exprs)
     todo: list[int] = []
     for i, e in enumerate(exprs):

@@ -124,6 +124,12 @@ def get_pool(size: int) -> ProcessPoolExecutor:
         return _pool
 
 
+def running_workers() -> int:
+    """Worker processes of the shared pool now (0 before the first call that starts them)."""
+    with _lock:
+        return _pool_size if _pool is not None else 0
+
+
 def shutdown_workers() -> None:
     """Stop the worker processes (they restart on the next call that needs them)."""
     global _pool, _pool_size

@@ -83,3 +83,30 @@ def test_a_failing_batched_pass_falls_back_to_one_by_one(monkeypatch: pytest.Mon
 
 def test_empty_batch() -> None:
     assert check_batch([], "classification") == []
+
+
+def test_a_large_batch_is_checked_in_the_running_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loss_rl.training import shutdown_workers, start_workers
+
+    monkeypatch.setenv("LOSS_RL_WORKERS", "2")
+    exprs = _grammar_sample(TaskKind.CLASSIFICATION, _checks.PARALLEL_MIN + 8, seed=5)
+    calls: list[int] = []
+    original = _checks.run_chunks
+
+    def counting(fn: object, payloads: list[tuple[object, ...]]) -> list[object]:
+        calls.append(len(payloads))
+        return original(fn, payloads)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_checks, "run_chunks", counting)
+    try:
+        assert check_batch(exprs, "classification") == [check(e, "classification") for e in exprs]
+        assert calls == []  # no pool yet: checked here, no workers started for it
+        start_workers()
+        parallel = check_batch(exprs, "classification")
+        assert calls == [2]
+        assert [r.reasons for r in parallel] == [check(e, "classification").reasons for e in exprs]
+        small = exprs[: _checks.PARALLEL_MIN - 1]
+        check_batch(small, "classification")
+        assert calls == [2]  # a small batch stays in this process
+    finally:
+        shutdown_workers()
