@@ -98,6 +98,7 @@ def test_a_large_batch_is_checked_in_the_running_workers(monkeypatch: pytest.Mon
         return original(fn, payloads)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_checks, "run_chunks", counting)
+    shutdown_workers()  # an earlier test's pool may still run
     try:
         assert check_batch(exprs, "classification") == [check(e, "classification") for e in exprs]
         assert calls == []  # no pool yet: checked here, no workers started for it
