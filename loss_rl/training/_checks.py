@@ -116,13 +116,13 @@ def descent_checks(exprs: Sequence[Expr], kind: TaskKind) -> list[CheckResult]:
     before = descent_progress(x, yy, kind)
     finite = torch.ones(k, dtype=torch.bool)
     m, v = torch.zeros_like(x), torch.zeros_like(x)
+    row_shape = (k,) + (1,) * (x.dim() - 1)
     for step in range(1, DESCENT_STEPS + 1):
         ev = loss(x, yy)
         finite &= torch.isfinite(ev.loss)
         # A candidate stops at its first non-finite loss (its verdict is decided); zeroing its
         # gradient keeps its row finite. Rows never mix.
-        shape = (k,) + (1,) * (x.dim() - 1)
-        g = torch.where(finite.view(shape), ev.grad, 0.0)
+        g = torch.where(finite.view(row_shape), ev.grad, 0.0)
         m.lerp_(g, 1 - _BETA1)
         v.mul_(_BETA2).addcmul_(g, g, value=1 - _BETA2)
         step_size = DESCENT_LR / (1 - _BETA1**step)
