@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import torch
 
+import loss_rl.training._trainer as trainer_module
 from loss_rl.errors import ConfigError
 from loss_rl.expr import Expr, known_loss, parse
 from loss_rl.tasks import TaskConfig, load_task
@@ -170,6 +171,28 @@ def test_batched_results_do_not_depend_on_the_batch() -> None:
         alone = train([loss], task, 20, [0], workers=0)[0]
         for k, v in alone.metrics["val"].items():
             assert together[i].metrics["val"][k] == pytest.approx(v, rel=1e-4, abs=1e-5)
+
+
+def test_minibatches_gathered_in_blocks_train_as_gathered_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Blocks of a few steps (so that block edges fall mid-run, and a run continued from a
+    # saved state starts mid-block) train bit for bit as blocks of one step.
+    task = _task(training={**ADAM, "batch_size": 16})
+    losses = [known_loss("ce"), known_loss("gce"), known_loss("gce", q=0.3)]
+    data = load_task(task, 0)
+    row = data.train.x[0].numel() * 2 * 16  # inputs of one step: 2 seeds x 16 rows
+
+    def run(elements: int) -> list[TrainResult]:
+        monkeypatch.setattr(trainer_module, "_GATHER_BLOCK_ELEMENTS", elements)
+        first = train(losses, task, 11, [0, 1], workers=0, keep_state=True)
+        start = [r.state for r in first]
+        assert all(st is not None for st in start)
+        return first + train(losses, task, 25, [0, 1], workers=0, start=start)  # type: ignore[arg-type]
+
+    blocks, single = run(7 * row), run(1)
+    for a, b in zip(blocks, single, strict=True):
+        assert a.ok and a.metrics == b.metrics and a.score == b.score
 
 
 def test_invalid_candidates_never_raise() -> None:
