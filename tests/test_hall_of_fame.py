@@ -4,18 +4,23 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
 
+import loss_rl.store._hall_of_fame as hof_module
 from loss_rl import Search
 from loss_rl.cli import app
 from loss_rl.export import load_loss, read_spec
-from loss_rl.expr import compile_loss, parse, simplified_size
+from loss_rl.expr import compile_loss, parse, simplified_size, simplified_size_lower_bound
+from loss_rl.expr._simplify import _simplified
+from loss_rl.expr.library import KNOWN_LOSSES, known_loss
 from loss_rl.store import (
     HALL_OF_FAME_COLUMNS,
     Run,
@@ -105,6 +110,46 @@ def test_front_on_recorded_sizes() -> None:
     assert list(front["expression"])[2:] == ["-p_y", "p_y"]
     assert list(front["score"]) == [0.80, 0.78, 0.50, 0.45]
     assert front["known_as"].isna().all()
+
+
+def test_size_bound_skips_sympy_without_changing_the_front(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Sums and products of library losses, scored at random: the front must be the one the
+    # plain walk (sympy on every loss) finds, with fewer sympy passes.
+    terms = [
+        str(known_loss(n)) for n, k in KNOWN_LOSSES.items() if k.kind.value == "classification"
+    ]
+    texts = terms + [f"{a} {op} {b}" for a, b in itertools.combinations(terms, 2) for op in "+*"]
+    rng = np.random.default_rng(0)
+    exprs = [parse(t) for t in texts]
+    ledger = pd.DataFrame(
+        {
+            "id": range(1, len(exprs) + 1),
+            "key": [e.key for e in exprs],
+            "expression": texts,
+            "status": "ok",
+            "source": "trained",
+            "score": rng.random(len(exprs)),
+        }
+    )
+    calls: list[str] = []
+
+    def counted(expr: object) -> int:
+        calls.append(str(expr))
+        return simplified_size(expr)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hof_module, "simplified_size", counted)
+    _simplified.cache_clear()
+    bounded = hall_of_fame(ledger, known=False)
+    with_bound = len(calls)
+    calls.clear()
+    monkeypatch.setattr(hof_module, "simplified_size_lower_bound", lambda expr: 1)
+    plain = hall_of_fame(ledger, known=False)
+    pd.testing.assert_frame_equal(bounded, plain)
+    assert len(plain) >= 3
+    assert with_bound < len(calls)  # the bound ruled some losses out without sympy
+    assert all(simplified_size_lower_bound(e) <= simplified_size(e) for e in exprs)
 
 
 def test_empty_ledger_gives_an_empty_front() -> None:

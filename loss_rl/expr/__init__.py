@@ -55,7 +55,7 @@ from loss_rl.expr._nodes import (
 from loss_rl.expr._novelty import GRADIENT_RTOL, KnownMatch, known_equivalent
 from loss_rl.expr._parse import parse
 from loss_rl.expr._probes import probes
-from loss_rl.expr._simplify import simplified_size, simplify
+from loss_rl.expr._simplify import simplified_size, simplified_size_lower_bound, simplify
 from loss_rl.expr.library import KNOWN_LOSSES, KnownLoss, format_params, known_loss
 
 __all__ = [
@@ -114,6 +114,7 @@ __all__ = [
     "safe_denominator",
     "safe_log",
     "simplified_size",
+    "simplified_size_lower_bound",
     "simplify",
     "task_kind",
     "torch_code",

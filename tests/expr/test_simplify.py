@@ -21,9 +21,11 @@ from loss_rl.expr import (
     is_vector,
     parse,
     simplified_size,
+    simplified_size_lower_bound,
     simplify,
     task_kind,
 )
+from loss_rl.expr.library import KNOWN_LOSSES, known_loss
 from tests.expr.strategies import exprs
 
 
@@ -198,3 +200,36 @@ def test_a_tree_over_the_size_limit_is_shown_as_it_is(
 def test_importing_loss_rl_does_not_import_sympy() -> None:
     code = "import sys, loss_rl; assert 'sympy' not in sys.modules, 'sympy imported eagerly'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("text", "bound"),
+    [
+        ("sigmoid(sqrt(log_p_y))", 3),  # a leaf and two opaque functions: nothing can go
+        ("sum_c(abs(p - t)) - 0.25 * log_p_y", 6),  # three single leaves, two joins, sum_c
+        ("sum_c(t * log(p))", 4),  # log(p) is the leaf log_p
+        # Factors that may simplify to zero take the leaves below them along.
+        ("p_y * (0.1 + 0.2 - 0.3)", 1),  # exactly 0 to sympy, 5.6e-17 in floats
+        ("(p_y - p_y) * sigmoid(log_p)", 1),
+        ("p_y^0 * t", 1),
+        ("log(p_y) - log_p_y + z", 1),  # p_y's family twice: it cancels
+        ("min(p_y, p_y)", 1),  # a repeated leaf is not counted
+    ],
+)
+def test_size_lower_bound_on_hand_picked_losses(text: str, bound: int) -> None:
+    expr = parse(text)
+    assert simplified_size_lower_bound(expr) == bound
+    assert bound <= simplified_size(expr)
+
+
+def test_size_lower_bound_holds_for_the_library() -> None:
+    for name in KNOWN_LOSSES:
+        expr = known_loss(name)
+        assert 1 <= simplified_size_lower_bound(expr) <= simplified_size(expr), name
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_scalar_trees(), exprs(TaskKind.CLASSIFICATION, max_leaves=10)))
+def test_size_lower_bound_never_exceeds_the_simplified_size(expr: Expr) -> None:
+    # Any constants (zeros, subnormals, huge ones) and repeated leaves: the bound must hold.
+    assert 1 <= simplified_size_lower_bound(expr) <= simplified_size(expr)
