@@ -399,7 +399,7 @@ class Evaluator:
         if not isinstance(self.executor, ContinuingExecutor):
             raise ConfigError(
                 f"fidelity levels need an executor that continues training from saved states "
-                f"(the in-process one); {type(self.executor).__name__} does not",
+                f"(the in-process or the Ray executor); {type(self.executor).__name__} does not",
                 field="evaluation.fidelity",
             )
         if self.ledger is not None and not isinstance(self.ledger, RungLedgerLike):

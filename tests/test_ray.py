@@ -237,6 +237,44 @@ def test_ray_executor_returns_what_inprocess_returns(ray_session: str) -> None:
     assert ray.is_initialized()  # close() leaves a connection it did not make
 
 
+def test_ray_executor_runs_asha_rungs_as_inprocess_does(ray_session: str, tmp_path: Path) -> None:
+    # Multi-fidelity through Ray: states go to the workers with their batch and come back, and
+    # the rungs, promotions and scores are the in-process executor's.
+    from loss_rl.evaluation import FidelityConfig
+    from loss_rl.executors import RayExecutor
+    from loss_rl.store import Ledger
+
+    task = load_env_preset("tiny").task
+    steps = int(task.training.steps)
+    fidelity = FidelityConfig((steps // 4, steps // 2, steps), keep=0.5)
+    losses = [known_loss(n) for n in ("ce", "gce", "mae", "focal", "label_smoothing", "sce")]
+    ex = RayExecutor(workers=2)
+    ex.start()
+    outcomes = []
+    for name, executor in (("ray", ex), ("inprocess", InProcessExecutor())):
+        ledger = Ledger(tmp_path / f"{name}.sqlite")
+        try:
+            ev = Evaluator(
+                task, seeds=(0, 1), data_seed=0, ledger=ledger, executor=executor, fidelity=fidelity
+            )
+            results = ev.evaluate(losses)
+            rungs = sorted((r.key, r.rung, r.steps) for r in ledger.rungs())
+        finally:
+            ledger.close()
+        outcomes.append(
+            ([(r.status, r.fidelity) for r in results], [r.score for r in results], rungs)
+        )
+    (got, got_scores, got_rungs), (want, want_scores, want_rungs) = outcomes
+    assert got == want and got_rungs == want_rungs
+    assert len({f for _, f in got}) > 1  # some stopped at a lower rung, some went on
+    assert got_scores == pytest.approx(want_scores, abs=1e-6)
+    states = ex.run_from(losses[:1], task, 5, [0, 1], 0, None, keep_state=True)
+    assert all(r.state is not None and r.state.step == 5 for r in states)
+    with pytest.raises(ConfigError, match="one state per"):
+        ex.run_from(losses[:2], task, 10, [0, 1], 0, [r.state for r in states], False)  # type: ignore[misc]
+    ex.close()
+
+
 @pytest.mark.slow
 def test_search_with_ray_gives_the_inprocess_ledger(
     ray_session: str, preset: Path, reference_run: Path, tmp_path: Path

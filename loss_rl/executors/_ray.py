@@ -16,6 +16,11 @@ Ray, that batch alone, up to ``max_retries`` times; its results arrive once, so 
 or recorded twice. When the retries are spent the call raises and the evaluator records its
 candidates as ``error`` (errors are not cached: the agent may propose them again).
 
+**Multi-fidelity.** :meth:`RayExecutor.run_from` continues candidates from saved states (the
+evaluator's ASHA rungs, ``evaluation.fidelity``): each batch's states travel with it, and the
+states after its last step come back with its results, so a promoted candidate may continue on
+any node. Results are those of the in-process executor.
+
 **Start-up.** :meth:`RayExecutor.start` connects before the search trains anything. An address
 that does not answer is a :class:`~loss_rl.errors.ConfigError` after at most
 ``connect_timeout_s`` seconds: the head's port is probed first, then a throw-away process connects
@@ -51,7 +56,7 @@ from loss_rl.executors._config import (
 if TYPE_CHECKING:
     from loss_rl.expr import Expr
     from loss_rl.tasks import TaskConfig
-    from loss_rl.training import TrainResult
+    from loss_rl.training import ModelState, TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -247,17 +252,65 @@ class RayExecutor:
             RuntimeError: a batch failed after its retries (the whole call fails: the evaluator
                 records its candidates as errors).
         """
+        return self._run(candidates, task, steps, seeds, data_seed, splits, None, False)
+
+    def run_from(
+        self,
+        candidates: Sequence[Expr],
+        task: TaskConfig,
+        steps: int,
+        seeds: Sequence[int],
+        data_seed: int | None,
+        start: Sequence[ModelState] | None,
+        keep_state: bool,
+    ) -> list[TrainResult]:
+        """See :meth:`loss_rl.evaluation.ContinuingExecutor.run_from` (multi-fidelity rungs).
+
+        Each batch's saved states travel with it to its worker, and the states after its last
+        step come back in its results (``keep_state``), so that a candidate promoted to the
+        next rung may continue on any node.
+
+        Raises:
+            RuntimeError: as :meth:`run`.
+        """
+        if start is not None and len(start) != len(candidates) * len(seeds):
+            raise ConfigError(
+                f"give one state per (candidate, seed): {len(candidates) * len(seeds)}, got "
+                f"{len(start)}",
+                field="start",
+            )
+        return self._run(candidates, task, steps, seeds, data_seed, ("val",), start, keep_state)
+
+    def _run(
+        self,
+        candidates: Sequence[Expr],
+        task: TaskConfig,
+        steps: int,
+        seeds: Sequence[int],
+        data_seed: int | None,
+        splits: Sequence[str],
+        start: Sequence[ModelState] | None,
+        keep_state: bool,
+    ) -> list[TrainResult]:
         self.start()
         import ray
 
         seeds, splits = [int(s) for s in seeds], list(splits)
+        n_seeds = len(seeds)
         # Wrapped in a list, so Ray does not resolve it for every batch: a worker fetches the
         # data from the object store only the first time it trains this task.
         task_ref = [self._task_ref(task, data_seed)]
         pending: dict[Any, list[int]] = {}
-        for batch in self.batches(candidates, len(seeds)):
+        for batch in self.batches(candidates, n_seeds):
             exprs = [candidates[i] for i in batch]
-            ref = self._remote.remote(task, task_ref, exprs, steps, seeds, data_seed, splits)
+            states = (
+                None
+                if start is None
+                else [start[i * n_seeds + s] for i in batch for s in range(n_seeds)]
+            )
+            ref = self._remote.remote(
+                task, task_ref, exprs, steps, seeds, data_seed, splits, states, keep_state
+            )
             pending[ref] = batch
         slots: list[list[TrainResult] | None] = [None] * len(candidates)
         waiting = list(pending)
@@ -275,7 +328,7 @@ class RayExecutor:
                             f"a batch of {len(batch)} candidates failed on Ray after "
                             f"{self.max_retries} retries: {type(err).__name__}: {err}"
                         ) from err
-                    _place(results, batch, len(seeds), slots)
+                    _place(results, batch, n_seeds, slots)
         finally:
             for ref in waiting:  # a failed call leaves no work running on the cluster
                 with contextlib.suppress(Exception):
@@ -308,8 +361,14 @@ def _train_batch(
     seeds: list[int],
     data_seed: int | None,
     splits: list[str],
+    start: list[ModelState] | None = None,
+    keep_state: bool = False,
 ) -> list[TrainResult]:
-    """The Ray task: train one batch in this worker process, with one torch thread."""
+    """The Ray task: train one batch in this worker process, with one torch thread.
+
+    ``start`` holds the batch's saved states (candidate-major) to continue from, and
+    ``keep_state`` returns the states after the last step (see :func:`loss_rl.training.train`).
+    """
     import torch
 
     from loss_rl.tasks import has_task_data, provide_task_data
@@ -325,7 +384,17 @@ def _train_batch(
     # Ray gives the task one CPU: several intra-op threads would only fight over it (see
     # loss_rl.training._workers), and a pool of our own processes would oversubscribe the node.
     torch.set_num_threads(1)
-    return train(candidates, task, steps, seeds, splits=splits, data_seed=data_seed, workers=0)
+    return train(
+        candidates,
+        task,
+        steps,
+        seeds,
+        splits=splits,
+        data_seed=data_seed,
+        workers=0,
+        start=start,
+        keep_state=keep_state,
+    )
 
 
 def _worker_version() -> str:

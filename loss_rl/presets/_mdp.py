@@ -61,7 +61,9 @@ def make_env(preset: str | Path = DEFAULT_ENV, **kwargs: Any) -> LossDesignEnv:
     """A :class:`~loss_rl.envs.LossDesignEnv` for an env preset, scored by the real evaluator.
 
     This is the entry point of the gymnasium ids ``loss_rl/<preset>-v0`` (e.g.
-    ``gymnasium.make("loss_rl/digits_noisy-v0")``). Evaluations are cached in memory only.
+    ``gymnasium.make("loss_rl/digits_noisy-v0")``). Evaluations are cached in memory only; a
+    preset's ``evaluation.fidelity`` (ASHA rungs) applies as in a search, its saved states kept
+    in memory.
     """
     from loss_rl.envs import LossDesignEnv
     from loss_rl.evaluation import Evaluator
@@ -72,7 +74,11 @@ def make_env(preset: str | Path = DEFAULT_ENV, **kwargs: Any) -> LossDesignEnv:
     if p.executor is not None and p.executor.name == "ray":
         executor.start()  # type: ignore[attr-defined]  # connect now: fail here, not in a reward
     evaluator = Evaluator(
-        p.task, seeds=p.evaluation.seeds, data_seed=p.evaluation.data_seed, executor=executor
+        p.task,
+        seeds=p.evaluation.seeds,
+        data_seed=p.evaluation.data_seed,
+        executor=executor,
+        fidelity=p.evaluation.fidelity,
     )
     return LossDesignEnv(env_config(p), evaluator=evaluator, **kwargs)
 
