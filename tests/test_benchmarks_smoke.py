@@ -74,3 +74,21 @@ def test_discovery_smoke(tmp_path: Path) -> None:
     assert "tiny_grammar" in out["rl_ahead"]  # type: ignore[operator]
     assert (tmp_path / "d" / "discovery.json").is_file()
     assert (tmp_path / "d" / "discovery.png").is_file()
+
+
+@pytest.mark.slow
+def test_search_envs_smoke(tmp_path: Path) -> None:
+    out = _run_benchmark(
+        "search_envs.py",
+        *("--env", "tiny", "--agent", "maskable_ppo", "--budget", "16", "--seeds", "1"),
+        tmp_path=tmp_path,
+    )
+    # tiny's section of maskable_ppo.yaml: 4 envs x 4 steps; the wide runs 8 x 2.
+    assert out["baseline"] == {"n_envs": 4, "n_steps": 4}
+    assert out["wide"] == {"n_envs": 8, "n_steps": 2}
+    for key in ("wall_baseline", "wall_wide", "wall_ratio", "best_val_baseline", "best_val_wide"):
+        assert isinstance(out[key], float | int) and out[key] > 0, (key, out[key])
+    runs = out["runs"]
+    assert isinstance(runs, dict)
+    assert [r["trainings"] >= 16 for r in runs["baseline"] + runs["wide"]] == [True, True]
+    assert list(tmp_path.iterdir()) == []  # the searches ran in temporary folders
