@@ -17,7 +17,7 @@ the search loop's wall time (``summary.json``'s ``wall_seconds``), trainings, pr
 median new candidates per trainer call, the best validation score and the area under the
 best-so-far curve (mean over the trained evaluations).
 
-The last line printed is JSON with keys: ``env``, ``agent``, ``budget``, ``seeds``,
+The last line printed is JSON with keys: ``env``, ``agent``, ``budget``, ``seeds``, ``first_seed``,
 ``baseline`` and ``wide`` (each ``{"n_envs", "n_steps"}``), ``wall_baseline`` and ``wall_wide``
 (mean seconds), ``wall_ratio`` (baseline / wide: above 1, the wide search is faster),
 ``median_call_baseline``, ``median_call_wide``, ``best_val_baseline``, ``best_val_wide``,
@@ -30,6 +30,7 @@ read it as "no measurable loss" at best, not as a quality gain.
 Usage::
 
     python benchmarks/search_envs.py --seeds 3            # default search, budget 300
+    python benchmarks/search_envs.py --seeds 3 --first-seed 3   # three more seeds
     python benchmarks/search_envs.py --env tiny --budget 8 --seeds 1
 """
 
@@ -107,7 +108,8 @@ def main() -> None:
     parser.add_argument("--env", default="synthetic_noisy", help="env preset (name or path)")
     parser.add_argument("--agent", default="maskable_ppo", help="agent preset (shipped name)")
     parser.add_argument("--budget", type=int, default=300, help="inner trainings per search")
-    parser.add_argument("--seeds", type=int, default=3, help="search seeds (0, 1, ...)")
+    parser.add_argument("--seeds", type=int, default=3, help="number of search seeds")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first search seed")
     parser.add_argument("--factor", type=int, default=2, help="envs multiplier, steps divisor")
     args = parser.parse_args()
 
@@ -121,7 +123,7 @@ def main() -> None:
         print(f"baseline {baseline}, wide {wide}")
         # Untimed: the first search of a process pays imports and the workers' start-up.
         one_search(args.env, "random", 8, 0)
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             pair = [("baseline", args.agent), ("wide", wide_path)]
             for label, agent in pair if seed % 2 == 0 else pair[::-1]:  # alternate who goes first
                 start = time.perf_counter()
@@ -142,6 +144,7 @@ def main() -> None:
                 "agent": args.agent,
                 "budget": args.budget,
                 "seeds": args.seeds,
+                "first_seed": args.first_seed,
                 "baseline": baseline,
                 "wide": wide,
                 "wall_baseline": _mean(b, "wall"),
