@@ -147,6 +147,9 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
         self._pending: _Pending | None = None
         self._last: tuple[str, str] = ("", "")  # (action name, outcome) for render
         self._flags = (0.0, 0.0, 0.0)
+        # The run's best loss and its text: the info dict of every step (every token of a
+        # grammar episode) carries it, and it changes rarely.
+        self._best_text: tuple[Expr | None, str | None] = (None, None)
 
     # -----------------------------------------------------------------------------------------
     # Introspection
@@ -607,6 +610,9 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
 
     def _info(self, pending: _Pending | None, result: EvalResult | None) -> dict[str, Any]:
         run = self.run
+        if run.best_expression is not self._best_text[0]:
+            best = run.best_expression
+            self._best_text = (best, str(best) if best is not None else None)
         return {
             "expression": self.state_text,
             "score": self._score,
@@ -621,7 +627,7 @@ class LossDesignEnv(gym.Env[np.ndarray, np.int64]):
             ),
             "reference_score": self._reference(),
             "best_score": run.best_score,
-            "best_expression": str(run.best_expression) if run.best_expression else None,
+            "best_expression": self._best_text[1],
             # Not "episode": SB3 reads info["episode"] as Monitor's episode statistics.
             "episode_index": self._episode,
             "step_index": self._step,

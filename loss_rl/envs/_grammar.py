@@ -78,6 +78,11 @@ N_OUTCOMES = 16
 LAST_TOKENS = 4
 N_SCALARS = 9
 _INF = np.inf
+#: Entries of a space's memo of ``text`` and ``encode`` (by token sequence) before it is
+#: cleared. Both run at every token of every episode, and episodes share their first tokens, so
+#: the short prefixes recur all the time; the bound keeps a long search's memory flat
+#: (~1 KB an entry).
+_MEMO_LIMIT = 1 << 14
 _OUT = np.arange(N_OUTCOMES)
 _COMB = _OUT[:, None] | _OUT[None, :]
 _PAIR_OK = (_COMB & LEAF) != 0  # no constant-only binary node
@@ -171,6 +176,9 @@ class GrammarSpace:
         self._fresh = self._fresh_costs()
         self._start = self._start_costs()
         self._h_cache: dict[tuple[int, tuple[_Frame, ...]], np.ndarray] = {}
+        # A state is a function of its tokens (``apply`` is deterministic): memo by tokens.
+        self._text_memo: dict[tuple[int, ...], str] = {}
+        self._encode_memo: dict[tuple[int, ...], np.ndarray] = {}
 
         self.vocab = self.n_actions + 1  # one-hot width; the last position means "none"
         self.obs_dim = (LAST_TOKENS + 2) * self.vocab + N_SCALARS
@@ -328,6 +336,14 @@ class GrammarSpace:
         """Readable form of a state: the expression, with ``?`` for the open slots."""
         if isinstance(state, Expr):
             return str(state)
+        text = self._text_memo.get(state.tokens)
+        if text is None:
+            if len(self._text_memo) >= _MEMO_LIMIT:
+                self._text_memo.clear()
+            text = self._text_memo[state.tokens] = self._text(state)
+        return text
+
+    def _text(self, state: GrammarState) -> str:
         if state.complete:
             return str(self._build(state.tokens))
         if not state.tokens:
@@ -379,6 +395,14 @@ class GrammarSpace:
 
     def encode(self, state: GrammarState) -> np.ndarray:
         """Fixed-length observation of the partial expression (layout: module docstring)."""
+        out = self._encode_memo.get(state.tokens)
+        if out is None:
+            if len(self._encode_memo) >= _MEMO_LIMIT:
+                self._encode_memo.clear()
+            out = self._encode_memo[state.tokens] = self._encode(state)
+        return out.copy()  # the caller owns its array; the memo's stays as computed
+
+    def _encode(self, state: GrammarState) -> np.ndarray:
         v, m = self.vocab, float(self.max_size)
         none = v - 1
         out = np.zeros(self.obs_dim, dtype=np.float32)

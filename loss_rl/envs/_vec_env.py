@@ -150,7 +150,32 @@ class BatchedLossVecEnv(DummyVecEnv):
             for i, r in zip(idx, results, strict=True):
                 self.units[i].provide(r)
         # The envs' step() finds their pending proposal and its result: no further calls.
-        return super().step_wait()
+        return self._step_envs()
+
+    def _step_envs(self) -> VecEnvStepReturn:
+        """``DummyVecEnv.step_wait`` without its deep copy of the info dicts.
+
+        That copy guards against envs that reuse an info dict between steps. A
+        :class:`LossDesignEnv` builds a fresh dict at every step and its values are immutable
+        (text, numbers, a frozen ``EvalResult``), so a shallow copy of each dict keeps the same
+        guarantee. The deep copy cost ~90 µs a step, and a grammar search steps once per token.
+        """
+        for i, env in enumerate(self.envs):
+            obs, self.buf_rews[i], terminated, truncated, info = env.step(self.actions[i])
+            self.buf_dones[i] = terminated or truncated
+            # SB3's VecEnv convention for a time-limit end (as DummyVecEnv reports it).
+            info["TimeLimit.truncated"] = truncated and not terminated
+            if self.buf_dones[i]:
+                info["terminal_observation"] = obs
+                obs, self.reset_infos[i] = env.reset()
+            self.buf_infos[i] = info
+            self._save_obs(i, obs)
+        return (
+            self._obs_from_buf(),
+            np.copy(self.buf_rews),
+            np.copy(self.buf_dones),
+            [dict(info) for info in self.buf_infos],
+        )
 
     def flush(self) -> list[tuple[int, int, float, EvalResult]]:
         """Score the waiting expressions in one evaluator call and start a new window.

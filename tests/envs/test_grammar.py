@@ -150,6 +150,29 @@ def test_names_initial_state_and_encoding() -> None:
     assert not sp.mask(s0)[names.index("p")]
 
 
+def test_text_and_encoding_memo_matches_fresh_computation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from loss_rl.envs import _grammar
+
+    monkeypatch.setattr(_grammar, "_MEMO_LIMIT", 8)  # the memo clears itself many times below
+    sp, fresh = _space("cls"), _space("cls")
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        s = sp.initial_state()
+        while True:
+            for state in (s, s):  # the second lookup hits the memo
+                enc = sp.encode(state)
+                assert np.array_equal(enc, fresh._encode(state))
+                assert sp.text(state) == fresh._text(state)
+                enc[:] = -1.0  # the caller owns its array: the memo is unaffected
+            assert len(sp._encode_memo) <= 8 and len(sp._text_memo) <= 8
+            if sp.is_complete(s):
+                break
+            s = sp.apply(s, int(rng.choice(np.flatnonzero(sp.mask(s)))))
+        assert sp.text(s) == str(sp.expr(s))
+
+
 def test_size_limit_is_never_a_dead_end() -> None:
     sp = _space("reg_split")  # needs pred and target: e.g. pred - target, exactly 3 tokens
     names = [sp.action_name(i) for i in range(sp.n_actions)]

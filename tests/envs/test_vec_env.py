@@ -71,6 +71,39 @@ def test_auto_reset_terminal_observation_and_shared_run() -> None:
     assert vec.run.best_score == max(s for s in vec.run.scores.values() if s is not None)
 
 
+def test_step_infos_match_dummy_vec_env_and_are_the_callers() -> None:
+    """The step without SB3's deep copy returns what DummyVecEnv returns, infos owned by us."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    def envs() -> list[gym.Env]:
+        return [
+            LossDesignEnv({"max_steps": 3, "reward": "score"}, evaluator=HashEvaluator())
+            for _ in range(3)
+        ]
+
+    ours = BatchedLossVecEnv(envs(), share_run=False)  # as DummyVecEnv: a run per env
+    plain = DummyVecEnv([lambda e=e: e for e in envs()])  # type: ignore[misc]
+    for vec in (ours, plain):
+        vec.seed(4)
+        vec.reset()
+    rng = np.random.default_rng(4)
+    for _ in range(7):  # through two auto-resets
+        actions = _valid_actions(ours, rng)
+        a, b = ours.step(actions), plain.step(actions)
+        for x, y in zip(a[:3], b[:3], strict=True):
+            assert np.array_equal(x, y)
+        for info, ref in zip(a[3], b[3], strict=True):
+            assert info.keys() == ref.keys()
+            for k, v in info.items():
+                if isinstance(v, np.ndarray):
+                    assert np.array_equal(v, ref[k])
+                elif k != "result" and not k.startswith("n_"):
+                    # (counters: the batched env evaluates the start points once, in reset)
+                    assert v == ref[k], k
+        a[3][0]["score"] = "changed by the caller"
+        assert ours.buf_infos[0].get("score") != "changed by the caller"
+
+
 def test_masks_helpers_render_and_seed() -> None:
     vec = _vec(2, TableEvaluator(), start=["library"], start_mode="random")
     assert is_masking_supported(vec)
