@@ -65,6 +65,64 @@ def test_check_applies_each_rule_and_names_it() -> None:
     )
 
 
+def _breaks_a_rule(loss: float, bound: float, z: torch.Tensor, dz: torch.Tensor) -> bool:
+    """The divergence rule of one model, written out plainly (the reference)."""
+    return not (
+        abs(loss) <= bound
+        and float(z.abs().max()) <= OUTPUT_BOUND
+        and math.isfinite(float(dz.sum()))
+    )
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "none",
+        "loss_at_bound",
+        "loss_past_bound",
+        "z_at_bound",
+        "z_past_bound",
+        "z_nan",
+        "opposite_infs",
+        "row_sum_overflows",
+        "total_overflows",
+        "neg_inf_loss",
+    ],
+)
+def test_check_fast_path_flags_exactly_the_rule_breakers(case: str) -> None:
+    """The whole-population shortcut of ``_check`` decides as the per-model rule, at the edges."""
+    task = load_env_preset("tiny").task
+    run = _Run([known_loss("ce")] * 4, task, [0], 0)
+    shape = (4, 5, 3)
+    z, dz = torch.full(shape, 0.5), torch.full(shape, 0.25)
+    run._check(torch.ones(4), dz, z, 0)  # bounds: 1e6 each
+    bound = float(run.loss_bound[0])  # type: ignore[index]
+    loss = torch.ones(4)
+    big = torch.finfo(torch.float32).max
+    if case == "loss_at_bound":
+        loss[1] = bound
+    elif case == "loss_past_bound":
+        loss[1] = float(np.nextafter(np.float32(bound), np.float32(np.inf)))
+    elif case == "z_at_bound":
+        z[2, 0, 0] = -OUTPUT_BOUND
+    elif case == "z_past_bound":
+        z[2, 0, 0] = float(np.nextafter(np.float32(OUTPUT_BOUND), np.float32(np.inf)))
+    elif case == "z_nan":
+        z[3, 4, 2] = math.nan
+    elif case == "opposite_infs":  # +inf in one model, -inf in another: each is non-finite
+        dz[0, 0, 0], dz[1, 0, 0] = math.inf, -math.inf
+    elif case == "row_sum_overflows":  # finite entries, one model's sum is inf
+        dz[1, 0, 0] = dz[1, 0, 1] = big
+    elif case == "total_overflows":  # every model's sum finite, their total is not
+        dz[1, 0, 0], dz[2, 0, 0] = big, big
+    elif case == "neg_inf_loss":
+        loss[0] = -math.inf
+    expected = [_breaks_a_rule(float(loss[m]), bound, z[m], dz[m]) for m in range(4)]
+    run._check(loss, dz, z, 3)
+    assert [d == 3 for d in run.diverged_at] == expected
+    assert any(expected) == (case not in ("none", "loss_at_bound", "z_at_bound", "total_overflows"))
+
+
 @pytest.mark.parametrize("env", BUNDLED)
 def test_library_losses_stay_far_inside_the_bounds_on_bundled_tasks(env: str) -> None:
     task = load_env_preset(env).task
