@@ -150,6 +150,14 @@ def test_group_by_group_path_matches_the_fused_function_and_isolates_failures() 
     pl = PopulationLoss(exprs_, 2, TaskKind.CLASSIFICATION, C)
     fused = pl(z, y)
     assert pl.source.startswith("def _population(")
+    # Leaves read by several groups are split once; each group's rows are a view of the split.
+    assert pl.source.count(".split(SIZES)") == len(
+        [n for n in pl.leaves if sum(n in prog.leaf_vars for _, prog in pl.programs) > 1]
+    )
+    assert ".split(SIZES)" in pl.source
+    one = PopulationLoss(exprs_[:1], 2, TaskKind.CLASSIFICATION, C)  # one group: no slicing
+    one(z[:2], y[:2])
+    assert ".split(" not in one.source and ".narrow(" not in one.source
 
     def boom(*args: object) -> None:
         raise RuntimeError("fused path unavailable")
