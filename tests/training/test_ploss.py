@@ -155,6 +155,8 @@ def test_group_by_group_path_matches_the_fused_function_and_isolates_failures() 
         [n for n in pl.leaves if sum(n in prog.leaf_vars for _, prog in pl.programs) > 1]
     )
     assert ".split(SIZES)" in pl.source
+    # The groups' own functions (the fallback below) are compiled only when first needed.
+    assert all(prog.fn._fn is None for _, prog in pl.programs)  # type: ignore[attr-defined]
     one = PopulationLoss(exprs_[:1], 2, TaskKind.CLASSIFICATION, C)  # one group: no slicing
     one(z[:2], y[:2])
     assert ".split(" not in one.source and ".narrow(" not in one.source
@@ -165,6 +167,7 @@ def test_group_by_group_path_matches_the_fused_function_and_isolates_failures() 
     pl._fused[B] = boom  # type: ignore[assignment]
     slow = pl(z, y)
     assert pl.fused_failures == 1
+    assert all(prog.fn._fn is not None for _, prog in pl.programs)  # type: ignore[attr-defined]
     assert torch.allclose(slow.loss, fused.loss) and torch.allclose(slow.grad, fused.grad)
     # A group whose code raises gets NaN losses and zero gradients; the others are untouched.
     start, prog = pl.programs[1]
