@@ -157,8 +157,8 @@ class StackedAdam(StackedOptimizer):
             for j in range(k):
                 self.exp_avg[j][m] = row[j]
                 self.exp_avg_sq[j][m] = row[k + j]
-        # Bias correction depends on the update count: both the fused kernel's per-tensor
-        # counters and the single-tensor path's count continue from ``step``.
+        # Bias correction depends on the update count: both the fused kernel's shared counter
+        # and the single-tensor path's count continue from ``step``.
         self._step_count.fill_(float(step))
         self.steps = step
 

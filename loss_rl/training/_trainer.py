@@ -449,20 +449,22 @@ class _Run:
             first = (loss.detach().abs() * LOSS_GROWTH).nan_to_num(LOSS_BOUND, LOSS_BOUND)
             self.loss_bound = first.clamp(min=LOSS_BOUND)
         grad_sum = dz.reshape(n, -1).sum(1)  # NaN/inf anywhere in dL/dZ makes it non-finite
-        # Every step but a divergence passes: decide that from whole-population reductions
-        # first (half the ops of the per-model test below, which is ~10 % of a small
-        # population's step). Each passes exactly when every model passes its rule: NaN fails
-        # every comparison and propagates through amax/aminmax/sum; |loss| - bound <= 0 iff
-        # |loss| <= bound (float64, exact); the sum of the per-model sums is finite only if
-        # each is (when it overflows, the per-model test decides).
-        z_min, z_max = torch.aminmax(z)
-        if (
-            float((loss.abs() - self.loss_bound).amax()) <= 0.0
-            and float(z_min) >= -OUTPUT_BOUND
-            and float(z_max) <= OUTPUT_BOUND
-            and math.isfinite(float(grad_sum.sum()))
-        ):
-            return
+        # Every step but a divergence passes: on the CPU, decide that from whole-population
+        # reductions first (half the ops of the per-model test below, which was ~10 % of a
+        # small population's step). Each passes exactly when every model passes its rule: NaN
+        # fails every comparison and propagates through amax/aminmax/sum; |loss| - bound <= 0
+        # iff |loss| <= bound (float64, exact); the sum of the per-model sums is finite only if
+        # each is (when it overflows, the per-model test decides). On a GPU each of these reads
+        # would be a device sync, so the per-model test (one sync) runs alone there.
+        if z.device.type == "cpu":
+            z_min, z_max = torch.aminmax(z)
+            if (
+                float((loss.abs() - self.loss_bound).amax()) <= 0.0
+                and float(z_min) >= -OUTPUT_BOUND
+                and float(z_max) <= OUTPUT_BOUND
+                and math.isfinite(float(grad_sum.sum()))
+            ):
+                return
         out_max = z.reshape(n, -1).abs().amax(1)  # NaN propagates, and fails the bound
         ok = (loss.abs() <= self.loss_bound) & (out_max <= OUTPUT_BOUND) & grad_sum.isfinite()
         if bool(ok.all()):
