@@ -24,6 +24,21 @@ dozen hand-written expressions — what a search proposes).
     :mod:`loss_rl.training._workers`). ``fraction_of_peak`` is (b)'s matmul GFLOP/s over this
     peak.
 
+Where the rest of the step goes: the same population with parts of the step taken away, each as
+``fraction_of_peak`` would read if the trainer were only that part (a ladder: each rung does
+less than the one before it, so its fraction bounds what the trainer can reach by speeding up
+the parts it leaves out):
+
+(e) ``fraction_ce``: the batched pass of (b) with every model training cross-entropy (one
+    structure group: the loss programs at their cheapest), its passes interleaved with (b)'s;
+(f) ``fraction_model_step``: in the same worker processes, each on its share of the models, the
+    step of the stacked model alone — :class:`~loss_rl.training.StackedModel`'s forward and
+    backward and the Adam update, on a fixed minibatch and a fixed ``dL/dZ`` (no loss, no
+    divergence check, no minibatch gather, no validation checks);
+(g) ``fraction_matmuls``: the step's matmuls alone, at the trainer's shapes and in the layouts
+    the trainer uses (outputs narrower than 16 computed transposed: see ``_dense``), every
+    other op free.
+
 ``gflop_per_eval`` counts the matmuls the trainer does per step — forward, weight gradients and
 input gradients (all layers but the first) — not the validation checks' forward passes.
 
@@ -31,7 +46,8 @@ The last line printed is JSON with keys: ``plain_evals_per_s``, ``plain_threads`
 ``batched_evals_per_s``, ``ratio`` (b/a), ``select_last_evals_per_s`` (c),
 ``selection_cost`` (1 − b/c), ``gflop_per_eval``, ``plain_gflops``,
 ``batched_gflops``, ``bmm_peak_gflops``, ``fraction_of_peak`` (batched over peak GFLOP/s),
-``n_losses``, ``n_structures``, ``seeds``, ``steps``, ``workers``, ``device``, ``cores``,
+``ce_evals_per_s`` (e), ``fraction_ce``, ``fraction_model_step`` (f), ``fraction_matmuls``
+(g), ``n_losses``, ``n_structures``, ``seeds``, ``steps``, ``workers``, ``device``, ``cores``,
 ``load_avg_before``.
 
 ``--device cuda`` (or ``auto``) runs (b)-(d) on the GPU (the whole population in this process;
@@ -49,13 +65,16 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
 from loss_rl.expr import Expr, known_loss, parse
-from loss_rl.tasks import TaskConfig, load_task
+from loss_rl.tasks import TaskConfig, build_model, load_task
 from loss_rl.training import (
+    StackedModel,
     default_workers,
+    make_optimizer,
     resolve_device,
     structure,
     train,
@@ -144,6 +163,101 @@ def bmm_peak(n_models: int, workers: int, device: str = "cpu") -> float:
     return sum(run_chunks(bmm_gflops, [(share,)] * workers))
 
 
+def _timed_gflops(step: Callable[[], None], flop: float, device: str, min_seconds: float) -> float:
+    """GFLOP/s of ``step`` (``flop`` FLOPs a call), timed for ``min_seconds`` after warm-up."""
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    for _ in range(10):
+        step()
+    sync()
+    reps, elapsed = 0, 0.0
+    start = time.perf_counter()
+    while elapsed < min_seconds:
+        for _ in range(20):
+            step()
+        sync()
+        reps += 20
+        elapsed = time.perf_counter() - start
+    return flop * reps / elapsed / 1e9
+
+
+def model_step_gflops(
+    task_dict: dict[str, object], n_models: int, min_seconds: float = 1.0, device: str = "cpu"
+) -> float:
+    """Matmul GFLOP/s of the stacked model's step alone: forward, backward, Adam (rung (f))."""
+    task = TaskConfig.from_dict(task_dict)
+    data = load_task(task, 0)
+    batch = min(task.training.batch_size, len(data.train))
+    inits = [build_model(task.model, data.num_features, data.num_outputs, seed=s) for s in (0, 1)]
+    model = StackedModel(
+        task.model,
+        data.num_features,
+        data.num_outputs,
+        inits,
+        [m % 2 for m in range(n_models)],
+        device=torch.device(device),
+    )
+    optimizer = make_optimizer(model.params, task.training)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, batch, data.num_features, generator=gen).to(device)
+    x = x.expand(n_models, *x.shape[1:])
+    dz = (torch.randn(n_models, batch, data.num_outputs, generator=gen) * 1e-3).to(device)
+
+    def step() -> None:
+        model.train_forward(x)
+        grads = model.train_backward(dz)
+        with torch.no_grad():
+            optimizer.step(model.params, grads)
+
+    flop = n_models * flops_per_eval(task, 1)
+    return _timed_gflops(step, flop, device, min_seconds)
+
+
+def matmul_step_gflops(
+    widths: list[int], batch: int, n_models: int, min_seconds: float = 1.0, device: str = "cpu"
+) -> float:
+    """GFLOP/s of the MLP step's matmuls alone, in the trainer's layouts (rung (g))."""
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen).to(device)
+
+    layers = list(itertools.pairwise(widths))
+    hs = [rand(n_models, batch, a) for a, _ in layers]  # each layer's input
+    gs = [rand(n_models, batch, b) for _, b in layers]  # each layer's output gradient
+    ws = [rand(n_models, a, b) for a, b in layers]
+    bs = [rand(n_models, b) for _, b in layers]
+    wgrads = [torch.empty(n_models, a, b, device=device) for a, b in layers]
+    narrow = 16  # the trainer's _NARROW_OUTPUT: narrower outputs are computed transposed
+
+    def step() -> None:
+        for h, w, b in zip(hs, ws, bs, strict=True):
+            if w.shape[-1] < narrow:
+                out = torch.baddbmm(b.unsqueeze(-1), w.transpose(1, 2), h.transpose(1, 2))
+                out.transpose(1, 2).contiguous()
+            else:
+                torch.baddbmm(b.unsqueeze(1), h, w)
+        for j in reversed(range(len(layers))):
+            h, g, out = hs[j], gs[j], wgrads[j]
+            if out.shape[-1] < narrow:
+                out.copy_(torch.bmm(g.transpose(1, 2), h).transpose(1, 2))
+            else:
+                torch.bmm(h.transpose(1, 2), g, out=out)
+            if j > 0:
+                torch.bmm(g, ws[j].transpose(1, 2))
+
+    macs = [a * b for a, b in layers]
+    flop = n_models * 2 * batch * (2 * sum(macs) + sum(macs[1:]))
+    return _timed_gflops(step, flop, device, min_seconds)
+
+
+def in_workers(fn: Callable[..., float], args: tuple[object, ...], n: int, workers: int) -> float:
+    """Summed GFLOP/s of ``fn(*args, n / workers)`` in each worker at once (as :func:`bmm_peak`)."""
+    if workers <= 1:
+        return fn(*args, n)
+    share = math.ceil(n / workers)
+    return sum(run_chunks(fn, [(*args, share)] * workers))
+
+
 def time_plain(losses: list[Expr], task: TaskConfig, steps: int, threads: int) -> float:
     """Evaluations per second of the plain loop with ``threads`` torch threads."""
     before = torch.get_num_threads()
@@ -201,16 +315,35 @@ def main() -> None:
     last_task = TaskConfig.from_dict(
         {**task.to_dict(), "training": {**task.training.to_dict(), "select": "last"}}
     )
-    rates, last_rates, peaks = [], [], []
+    ce = [known_loss("ce")] * len(losses)
+    n_models = len(losses) * args.seeds
+    data = load_task(task, 0)
+    widths = [data.num_features, *task.model.hidden, data.num_outputs]
+    batch = min(task.training.batch_size, len(data.train))
+    rates, last_rates, ce_rates, peaks, model_steps, matmuls = [], [], [], [], [], []
     for _ in range(args.repeats):
-        for t, out in ((task, rates), (last_task, last_rates)):
+        for t, pop, out in (
+            (task, losses, rates),
+            (last_task, losses, last_rates),
+            (task, ce, ce_rates),
+        ):
             start = time.perf_counter()
-            results = train(losses, t, args.steps, seeds, workers=workers, device=device)
+            results = train(pop, t, args.steps, seeds, workers=workers, device=device)
             out.append(len(results) / (time.perf_counter() - start))
             assert all(r.ok for r in results), [r.reason for r in results if not r.ok]
-            if t is task:
+            if out is rates:
                 best_results = results
-        peaks.append(bmm_peak(len(losses) * args.seeds, workers, device))
+        peaks.append(bmm_peak(n_models, workers, device))
+        model_steps.append(
+            in_workers(model_step_gflops, (task.to_dict(),), n_models, workers)
+            if device == "cpu"
+            else model_step_gflops(task.to_dict(), n_models, device=device)
+        )
+        matmuls.append(
+            in_workers(matmul_step_gflops, (widths, batch), n_models, workers)
+            if device == "cpu"
+            else matmul_step_gflops(widths, batch, n_models, device=device)
+        )
     peak = statistics.median(peaks)
     if args.scores:
         with open(args.scores, "w") as f:
@@ -239,6 +372,16 @@ def main() -> None:
         f"(d) bmm peak, {workers} worker(s): {peak:.1f} GFLOP/s (after each pass pair: "
         f"{', '.join(f'{p:.1f}' for p in peaks)}); batched at {fraction:.1%} of it"
     )
+    ce_rate = statistics.median(ce_rates)
+    fraction_ce = ce_rate * gflop / peak
+    fraction_model = statistics.median(model_steps) / peak
+    fraction_matmuls = statistics.median(matmuls) / peak
+    print(
+        "where the step goes, as fractions of the peak: "
+        f"(g) matmuls alone {fraction_matmuls:.1%} > (f) model step alone {fraction_model:.1%} > "
+        f"(e) every model on CE {fraction_ce:.1%} ({ce_rate:.1f} evaluations/s) > "
+        f"(b) the {len(losses)} losses {fraction:.1%}"
+    )
     print(
         json.dumps(
             {
@@ -253,6 +396,10 @@ def main() -> None:
                 "batched_gflops": round(batched * gflop, 2),
                 "bmm_peak_gflops": round(peak, 2),
                 "fraction_of_peak": round(fraction, 4),
+                "ce_evals_per_s": round(ce_rate, 3),
+                "fraction_ce": round(fraction_ce, 4),
+                "fraction_model_step": round(fraction_model, 4),
+                "fraction_matmuls": round(fraction_matmuls, 4),
                 "n_losses": len(losses),
                 "n_structures": len({structure(e) for e in losses}),
                 "seeds": args.seeds,

@@ -92,3 +92,27 @@ def test_search_envs_smoke(tmp_path: Path) -> None:
     assert isinstance(runs, dict)
     assert [r["trainings"] >= 16 for r in runs["baseline"] + runs["wide"]] == [True, True]
     assert list(tmp_path.iterdir()) == []  # the searches ran in temporary folders
+
+
+@pytest.mark.slow
+def test_trainer_throughput_smoke(tmp_path: Path) -> None:
+    out = _run_benchmark(
+        "trainer_throughput.py",
+        *("--losses", "4", "--steps", "10", "--plain-evals", "1", "--repeats", "1"),
+        *("--workers", "0"),
+        tmp_path=tmp_path,
+    )
+    assert out["n_losses"] == 4 and out["workers"] == 0 and out["device"] == "cpu"
+    for key in (
+        "batched_evals_per_s",
+        "ce_evals_per_s",
+        "bmm_peak_gflops",
+        "fraction_of_peak",
+        "fraction_ce",
+        "fraction_model_step",
+        "fraction_matmuls",
+    ):
+        assert isinstance(out[key], float) and out[key] > 0, (key, out[key])
+    # Each rung of the ladder is a fraction of the same bmm peak: well under 10x of it.
+    for key in ("fraction_of_peak", "fraction_ce", "fraction_model_step", "fraction_matmuls"):
+        assert out[key] < 10, (key, out[key])
