@@ -68,13 +68,15 @@ def main() -> None:
     load = os.getloadavg()[0]
     cores = default_workers()
     print(f"load average before: {load:.2f} (the CPU may be shared with other jobs)")
-    task = TaskConfig.from_dict({
-        "dataset": "digits",
-        "model": {"kind": "mlp", "widths": [64, 64]},
-        "training": {"optimizer": "adam", "lr": 1e-2, "batch_size": 128, "steps": args.steps},
-    })
+    task = TaskConfig.from_dict(
+        {
+            "dataset": "digits",
+            "model": {"kind": "mlp", "widths": [64, 64]},
+            "training": {"optimizer": "adam", "lr": 1e-2, "batch_size": 128, "steps": args.steps},
+        }
+    )
     losses = [e for _, e in benchmark_losses()[: args.losses]]
-    small = [losses[i:i + args.small] for i in range(0, len(losses), args.small)]
+    small = [losses[i : i + args.small] for i in range(0, len(losses), args.small)]
 
     t0 = time.perf_counter()
     ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
@@ -93,8 +95,10 @@ def main() -> None:
         for name, ex in executors.items():
             large[name].append(one_pass(ex, [losses], task, args.steps, [0]))
             search[name].append(one_pass(ex, small, task, args.steps, [0, 1]))
-            print(f"pass {rep + 1}: {name:9s} large {large[name][-1]:6.2f} evaluations/s, "
-                  f"search-sized {search[name][-1]:6.2f} evaluations/s")
+            print(
+                f"pass {rep + 1}: {name:9s} large {large[name][-1]:6.2f} evaluations/s, "
+                f"search-sized {search[name][-1]:6.2f} evaluations/s"
+            )
     for ex in executors.values():
         ex.close()  # type: ignore[attr-defined]
     ray.shutdown()
@@ -102,26 +106,32 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in large.items()}
     med_s = {k: statistics.median(v) for k, v in search.items()}
     for name in executors:
-        print(f"{name:9s}: {med[name]:6.2f} evaluations/s ({len(losses)} per call), "
-              f"{med_s[name]:6.2f} evaluations/s ({args.small} losses x 2 seeds per call)")
-    print(json.dumps({
-        "inprocess_evals_per_s": round(med["inprocess"], 3),
-        "ray_1_evals_per_s": round(med["ray_1"], 3),
-        "ray_2_evals_per_s": round(med["ray_2"], 3),
-        "ray_2_vs_inprocess": round(med["ray_2"] / med["inprocess"], 3),
-        "ray_2_vs_ray_1": round(med["ray_2"] / med["ray_1"], 3),
-        "inprocess_small_evals_per_s": round(med_s["inprocess"], 3),
-        "ray_1_small_evals_per_s": round(med_s["ray_1"], 3),
-        "ray_2_small_evals_per_s": round(med_s["ray_2"], 3),
-        "ray_2_small_vs_inprocess": round(med_s["ray_2"] / med_s["inprocess"], 3),
-        "ray_start_s": round(ray_start, 2),
-        "n_losses": len(losses),
-        "steps": args.steps,
-        "repeats": args.repeats,
-        "cores": cores,
-        "ray_version": ray.__version__,
-        "load_avg_before": round(load, 2),
-    }))
+        print(
+            f"{name:9s}: {med[name]:6.2f} evaluations/s ({len(losses)} per call), "
+            f"{med_s[name]:6.2f} evaluations/s ({args.small} losses x 2 seeds per call)"
+        )
+    print(
+        json.dumps(
+            {
+                "inprocess_evals_per_s": round(med["inprocess"], 3),
+                "ray_1_evals_per_s": round(med["ray_1"], 3),
+                "ray_2_evals_per_s": round(med["ray_2"], 3),
+                "ray_2_vs_inprocess": round(med["ray_2"] / med["inprocess"], 3),
+                "ray_2_vs_ray_1": round(med["ray_2"] / med["ray_1"], 3),
+                "inprocess_small_evals_per_s": round(med_s["inprocess"], 3),
+                "ray_1_small_evals_per_s": round(med_s["ray_1"], 3),
+                "ray_2_small_evals_per_s": round(med_s["ray_2"], 3),
+                "ray_2_small_vs_inprocess": round(med_s["ray_2"] / med_s["inprocess"], 3),
+                "ray_start_s": round(ray_start, 2),
+                "n_losses": len(losses),
+                "steps": args.steps,
+                "repeats": args.repeats,
+                "cores": cores,
+                "ray_version": ray.__version__,
+                "load_avg_before": round(load, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def _preset(name: str) -> tuple[TaskConfig, list[int], int | None]:
 def _mean_scores(results: list, n_seeds: int) -> list[float]:
     out = []
     for i in range(0, len(results), n_seeds):
-        chunk = results[i:i + n_seeds]
+        chunk = results[i : i + n_seeds]
         if any(r.score is None for r in chunk):
             out.append(-1e9)  # diverged: ranks last
         else:
@@ -84,8 +84,11 @@ def _top_overlap(a: list[float], b: list[float], k: int = 5) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", default="digits_noisy,digits_clean,diabetes,mnist1d",
-                        help="comma-separated preset names from envs/")
+    parser.add_argument(
+        "--tasks",
+        default="digits_noisy,digits_clean,diabetes,mnist1d",
+        help="comma-separated preset names from envs/",
+    )
     parser.add_argument("--seeds", type=int, default=None, help="override the preset's seeds")
     parser.add_argument("--losses", type=int, default=34, help="at most this many losses")
     parser.add_argument("--full-steps", type=int, default=None, help="override full_steps")
@@ -99,35 +102,49 @@ def main() -> None:
             seeds = list(range(args.seeds))
         steps = task.training.steps
         full = args.full_steps or task.training.full_steps
-        labelled = (benchmark_losses() if task.kind is TaskKind.CLASSIFICATION
-                    else regression_losses())[: args.losses]
+        labelled = (
+            benchmark_losses() if task.kind is TaskKind.CLASSIFICATION else regression_losses()
+        )[: args.losses]
         exprs = [e for _, e in labelled]
         start = time.perf_counter()
         fidelities = sorted({max(1, steps // 4), max(1, steps // 2), steps})
         scores = {
-            f: _mean_scores(train(exprs, task, f, seeds, data_seed=data_seed,
-                                  workers=args.workers), len(seeds))
+            f: _mean_scores(
+                train(exprs, task, f, seeds, data_seed=data_seed, workers=args.workers), len(seeds)
+            )
             for f in [*fidelities, full]
         }
         by_fid = {}
         for f in fidelities:
             tau = kendalltau(scores[f], scores[full]).statistic
-            by_fid[str(f)] = {"tau": round(float(tau), 3),
-                              "top5_overlap": _top_overlap(scores[f], scores[full])}
+            by_fid[str(f)] = {
+                "tau": round(float(tau), 3),
+                "top5_overlap": _top_overlap(scores[f], scores[full]),
+            }
         seconds = time.perf_counter() - start
         report[name] = {
-            "steps": steps, "full_steps": full, "n_losses": len(exprs), "seeds": len(seeds),
-            "tau": by_fid[str(steps)]["tau"], "top5_overlap": by_fid[str(steps)]["top5_overlap"],
-            "by_fidelity": by_fid, "seconds": round(seconds, 1),
+            "steps": steps,
+            "full_steps": full,
+            "n_losses": len(exprs),
+            "seeds": len(seeds),
+            "tau": by_fid[str(steps)]["tau"],
+            "top5_overlap": by_fid[str(steps)]["top5_overlap"],
+            "by_fidelity": by_fid,
+            "seconds": round(seconds, 1),
         }
-        print(f"\n{name}: {len(exprs)} losses x {len(seeds)} seeds, full = {full} steps "
-              f"({seconds:.0f}s)")
+        print(
+            f"\n{name}: {len(exprs)} losses x {len(seeds)} seeds, full = {full} steps "
+            f"({seconds:.0f}s)"
+        )
         for f, v in by_fid.items():
-            print(f"  {f:>5s} steps: Kendall tau {v['tau']:+.3f}, top-5 overlap "
-                  f"{v['top5_overlap']}/5")
+            print(
+                f"  {f:>5s} steps: Kendall tau {v['tau']:+.3f}, top-5 overlap {v['top5_overlap']}/5"
+            )
         best_full = sorted(range(len(exprs)), key=lambda i: -scores[full][i])[:5]
-        print("  best at full length: " + ", ".join(
-            f"{labelled[i][0]} ({scores[full][i]:.3f})" for i in best_full))
+        print(
+            "  best at full length: "
+            + ", ".join(f"{labelled[i][0]} ({scores[full][i]:.3f})" for i in best_full)
+        )
     print(json.dumps({"tasks": report}))
 
 

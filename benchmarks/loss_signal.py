@@ -39,12 +39,14 @@ LOSSES: dict[str, Expr] = {
 
 def _task(rate: float) -> TaskConfig:
     corruption = {"kind": "symmetric", "rate": rate} if rate else {"kind": "none"}
-    return TaskConfig.from_dict({
-        "dataset": "digits",
-        "corruption": corruption,
-        "model": {"kind": "mlp", "widths": [64, 64]},
-        "training": {"optimizer": "adam", "lr": 0.01, "batch_size": 128},
-    })
+    return TaskConfig.from_dict(
+        {
+            "dataset": "digits",
+            "corruption": corruption,
+            "model": {"kind": "mlp", "widths": [64, 64]},
+            "training": {"optimizer": "adam", "lr": 0.01, "batch_size": 128},
+        }
+    )
 
 
 def _summary(scores: dict[str, list[float]]) -> dict[str, dict[str, float]]:
@@ -78,18 +80,24 @@ def main() -> None:
         start = time.perf_counter()
         results = train(exprs, _task(rate), args.steps, seeds, workers=args.workers)
         scores = {
-            n: [r.score if r.score is not None else float("nan")
-                for r in results[i * len(seeds):(i + 1) * len(seeds)]]
+            n: [
+                r.score if r.score is not None else float("nan")
+                for r in results[i * len(seeds) : (i + 1) * len(seeds)]
+            ]
             for i, n in enumerate(names)
         }
         summary = _summary(scores)
         report[label] = summary
-        print(f"\n{label} digits (noise {rate:.0%}), {args.steps} steps, {args.seeds} paired seeds "
-              f"({time.perf_counter() - start:.1f}s): validation accuracy")
+        print(
+            f"\n{label} digits (noise {rate:.0%}), {args.steps} steps, {args.seeds} paired seeds "
+            f"({time.perf_counter() - start:.1f}s): validation accuracy"
+        )
         print(f"{'loss':10s} {'mean':>7s} {'std':>7s} {'vs CE':>8s} {'paired t':>9s}")
         for n, s in summary.items():
-            print(f"{n:10s} {s['mean']:7.3f} {s['std']:7.3f} {s['diff_vs_ce']:+8.3f} "
-                  f"{s['t_vs_ce']:9.1f}")
+            print(
+                f"{n:10s} {s['mean']:7.3f} {s['std']:7.3f} {s['diff_vs_ce']:+8.3f} "
+                f"{s['t_vs_ce']:9.1f}"
+            )
     clean, noisy = report["clean"], report["noisy"]
     assert isinstance(clean, dict) and isinstance(noisy, dict)
     report["noisy_gce_minus_ce"] = noisy["gce_0.7"]["diff_vs_ce"]

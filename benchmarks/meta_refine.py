@@ -87,16 +87,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--envs", nargs="+", default=["digits_noisy", "mnist1d"])
     ap.add_argument("--seeds", type=int, default=10, help="fresh paired verification seeds")
-    ap.add_argument("--meta-steps", nargs="*", default=[], metavar="ENV=N",
-                    help=f"outer steps (default {DEFAULT_META_STEPS}, else 30)")
-    ap.add_argument("--tasks-per-step", nargs="*", default=[], metavar="ENV=N",
-                    help=f"episodes per outer step (default {DEFAULT_TASKS_PER_STEP}, else 2)")
+    ap.add_argument(
+        "--meta-steps",
+        nargs="*",
+        default=[],
+        metavar="ENV=N",
+        help=f"outer steps (default {DEFAULT_META_STEPS}, else 30)",
+    )
+    ap.add_argument(
+        "--tasks-per-step",
+        nargs="*",
+        default=[],
+        metavar="ENV=N",
+        help=f"episodes per outer step (default {DEFAULT_TASKS_PER_STEP}, else 2)",
+    )
     ap.add_argument("--unroll", type=int, default=20)
     ap.add_argument("--meta-lr", type=float, default=0.05)
-    ap.add_argument("--inner-steps", nargs="*", default=[], metavar="ENV=K",
-                    help="inner steps per episode (default: the preset's full_steps)")
-    ap.add_argument("--verify-steps", nargs="*", default=[], metavar="ENV=N",
-                    help="verification steps (default: the preset's training.full_steps)")
+    ap.add_argument(
+        "--inner-steps",
+        nargs="*",
+        default=[],
+        metavar="ENV=K",
+        help="inner steps per episode (default: the preset's full_steps)",
+    )
+    ap.add_argument(
+        "--verify-steps",
+        nargs="*",
+        default=[],
+        metavar="ENV=N",
+        help="verification steps (default: the preset's training.full_steps)",
+    )
     ap.add_argument("--source", nargs="*", default=[], metavar="ENV=EXPR")
     ap.add_argument("--objective", default="auto", choices=["auto", "ce", "soft_error"])
     ap.add_argument("--out", default="results/bench_meta_refine")
@@ -117,8 +137,11 @@ def main() -> None:
 
         def progress(p: MetaProgress, env: str = env, last: list[float] = last) -> None:
             if p.phase == "meta" and (p.step % 5 == 0 or p.step == p.total):
-                print(f"  [{env}] outer step {p.step}/{p.total}: meta-loss {p.meta_loss:.4f} "
-                      f"|g| {p.grad_norm:.3g}{' (clipped)' if p.clipped else ''}", flush=True)
+                print(
+                    f"  [{env}] outer step {p.step}/{p.total}: meta-loss {p.meta_loss:.4f} "
+                    f"|g| {p.grad_norm:.3g}{' (clipped)' if p.clipped else ''}",
+                    flush=True,
+                )
             last[0] = time.perf_counter()
 
         print(f"== {env}: refining {sources[env]}", flush=True)

@@ -84,8 +84,11 @@ def main() -> None:
     ap.add_argument("--pretrain-budget", type=int, default=None)
     ap.add_argument("--verify-seeds", type=int, default=5)
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
-    ap.add_argument("--pretrain-once", action="store_true",
-                    help="one pretraining without all held-out tasks instead of one per task")
+    ap.add_argument(
+        "--pretrain-once",
+        action="store_true",
+        help="one pretraining without all held-out tasks instead of one per task",
+    )
     ap.add_argument("--out", type=Path, default=Path("results/bench_pretrained_transfer"))
     args = ap.parse_args()
 
@@ -174,12 +177,15 @@ def main() -> None:
                 "to_random_best": float(np.median(to_best)),
                 "to_random_99": float(np.median(to_99)),
                 "test": round(float(np.mean([test_of[e] for e in bests.get(method, [])])), 4)
-                if bests.get(method) else float("nan"),
+                if bests.get(method)
+                else float("nan"),
             }
         report[task] = rows
         ce_tests[task] = round(ce_test, 4)
-        print(f"\n[{task}] random final best (mean of {args.seeds} seeds) {random_final:.4f}; "
-              f"CE test {ce_test:.4f}")
+        print(
+            f"\n[{task}] random final best (mean of {args.seeds} seeds) {random_final:.4f}; "
+            f"CE test {ce_test:.4f}"
+        )
         head = " ".join(f"@{n:>4}" for n in checkpoints)
         print(f"{'method':11s} {head}   final  to_random_best  to_random_99  test")
         for m, r in rows.items():
@@ -205,6 +211,7 @@ def main() -> None:
     print(f"median over tasks of trainings to 99 % of random's gain / budget: {ratio_99}")
     print(f"mean verified test score: { {m: round(v, 4) for m, v in test_mean.items()} }")
     print(f"wall {time.perf_counter() - t_start:.0f} s")
+
     def clean(v: object) -> object:  # JSON has no infinity: "never reached" is null
         if isinstance(v, dict):
             return {k: clean(x) for k, x in v.items()}

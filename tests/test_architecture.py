@@ -29,8 +29,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("loss_rl.training", "loss_rl.meta"),
     ("loss_rl.tasks",),
     ("loss_rl.store", "loss_rl.export", "loss_rl.neural_loss"),
-    ("loss_rl.expr", "loss_rl.errors", "loss_rl._version", "loss_rl.schema", "loss_rl.results",
-     "loss_rl.stats", "loss_rl.output_paths"),
+    (
+        "loss_rl.expr",
+        "loss_rl.errors",
+        "loss_rl._version",
+        "loss_rl.schema",
+        "loss_rl.results",
+        "loss_rl.stats",
+        "loss_rl.output_paths",
+    ),
 ]
 
 

@@ -42,9 +42,7 @@ def test_pretraining_writes_policy_card_curve_and_one_ledger_per_task(pretrained
     trained = 0
     for task in card["tasks"]:
         with sqlite3.connect(pretrained / "tasks" / task / "ledger.sqlite") as db:
-            keys = db.execute(
-                "SELECT key FROM evaluations WHERE source='trained'"
-            ).fetchall()
+            keys = db.execute("SELECT key FROM evaluations WHERE source='trained'").fetchall()
         assert len(keys) == len(set(keys)) > 0  # nothing trained twice
         trained += len(keys)
     assert trained == card["trained"]

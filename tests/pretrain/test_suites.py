@@ -74,15 +74,25 @@ def test_suite_round_trips_through_to_dict() -> None:
     [
         ({"tasks": {"a": TASK}}, "suite.tasks", "at least two tasks"),
         (
-            {"tasks": {"a": TASK, "b": {**TASK, "dataset": {"name": "diabetes"},
-                                        "metric": "neg_mse"}}},
+            {
+                "tasks": {
+                    "a": TASK,
+                    "b": {**TASK, "dataset": {"name": "diabetes"}, "metric": "neg_mse"},
+                }
+            },
             "suite.tasks",
             "mixes task kinds",
         ),
-        ({"tasks": {"a": TASK, "b": {**TASK, "dataset": {"name": "digitz"}}}},
-         "suite.tasks.b.dataset.name", "unknown dataset"),
-        ({"tasks": {"a": TASK, "b": TASK}, "pretrain_space": {"terms": ["ce"]}},
-         "suite.pretrain_space", "layout"),
+        (
+            {"tasks": {"a": TASK, "b": {**TASK, "dataset": {"name": "digitz"}}}},
+            "suite.tasks.b.dataset.name",
+            "unknown dataset",
+        ),
+        (
+            {"tasks": {"a": TASK, "b": TASK}, "pretrain_space": {"terms": ["ce"]}},
+            "suite.pretrain_space",
+            "layout",
+        ),
         ({"tasks": {"a": TASK, "b": TASK}, "colour": 1}, "suite.colour", "unknown key"),
         ({"tasks": {"a": TASK, "b": {"preset": "tiny", "model": {}}}}, "suite.tasks.b", "preset"),
     ],

@@ -14,19 +14,42 @@ from loss_rl.tasks import TaskConfig
 GOOD: list[dict[str, Any]] = [
     {},
     {"dataset": "digits", "corruption": {"kind": "symmetric", "rate": 0.4}},
-    {"dataset": {"name": "wine"}, "corruption": {"kind": "pairflip", "rate": 0.2},
-     "split": {"val": 30, "test": 0.25, "stratify": False}},
-    {"dataset": "iris", "corruption": {"kind": "imbalance", "ratio": 10},
-     "model": {"kind": "linear"}, "metric": "balanced_accuracy"},
-    {"dataset": "breast_cancer", "corruption": {"kind": "subsample", "per_class": 20},
-     "training": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True}},
-    {"dataset": "diabetes", "corruption": {"kind": "subsample", "fraction": 0.5},
-     "model": {"widths": [32], "activation": "tanh"}, "metric": "neg_mae"},
-    {"dataset": {"name": "mnist1d", "num_samples": 1000},
-     "model": {"kind": "cnn1d", "channels": [8, 8], "kernel_sizes": [5, 3]},
-     "training": {"steps": 100, "full_steps": 500, "patience": 3, "eval_every": 20}},
-    {"dataset": {"name": "synthetic_classification", "num_classes": 3, "num_features": 8,
-                 "num_informative": 4, "seed": 7}},
+    {
+        "dataset": {"name": "wine"},
+        "corruption": {"kind": "pairflip", "rate": 0.2},
+        "split": {"val": 30, "test": 0.25, "stratify": False},
+    },
+    {
+        "dataset": "iris",
+        "corruption": {"kind": "imbalance", "ratio": 10},
+        "model": {"kind": "linear"},
+        "metric": "balanced_accuracy",
+    },
+    {
+        "dataset": "breast_cancer",
+        "corruption": {"kind": "subsample", "per_class": 20},
+        "training": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
+    },
+    {
+        "dataset": "diabetes",
+        "corruption": {"kind": "subsample", "fraction": 0.5},
+        "model": {"widths": [32], "activation": "tanh"},
+        "metric": "neg_mae",
+    },
+    {
+        "dataset": {"name": "mnist1d", "num_samples": 1000},
+        "model": {"kind": "cnn1d", "channels": [8, 8], "kernel_sizes": [5, 3]},
+        "training": {"steps": 100, "full_steps": 500, "patience": 3, "eval_every": 20},
+    },
+    {
+        "dataset": {
+            "name": "synthetic_classification",
+            "num_classes": 3,
+            "num_features": 8,
+            "num_informative": 4,
+            "seed": 7,
+        }
+    },
     {"dataset": {"name": "synthetic_regression", "noise": 0.5}, "metric": "neg_mse"},
 ]
 
@@ -51,8 +74,10 @@ def test_defaults_and_kind() -> None:
 BAD: list[tuple[Any, str]] = [
     ({"dataset": "imagenet"}, "task.dataset.name"),
     ({"dataset": {"name": "digits", "num_classes": 3}}, "task.dataset.num_classes"),
-    ({"dataset": {"name": "synthetic_classification", "num_classes": 1}},
-     "task.dataset.num_classes"),
+    (
+        {"dataset": {"name": "synthetic_classification", "num_classes": 1}},
+        "task.dataset.num_classes",
+    ),
     ({"datasett": "digits"}, "task.datasett"),
     ({"corruption": {"kind": "symmetric"}}, "task.corruption.rate"),
     ({"corruption": {"kind": "symmetric", "rate": 1.0}}, "task.corruption.rate"),
@@ -73,8 +98,10 @@ BAD: list[tuple[Any, str]] = [
     ({"model": {"kind": "transformer"}}, "task.model.kind"),
     ({"model": {"kind": "linear", "widths": [8]}}, "task.model.widths"),
     ({"model": {"activation": "swish"}}, "task.model.activation"),
-    ({"model": {"kind": "cnn1d", "channels": [4], "kernel_sizes": [3, 3]}},
-     "task.model.kernel_sizes"),
+    (
+        {"model": {"kind": "cnn1d", "channels": [4], "kernel_sizes": [3, 3]}},
+        "task.model.kernel_sizes",
+    ),
     ({"training": {"lr": 0}}, "task.training.lr"),
     ({"training": {"lr": "fast"}}, "task.training.lr"),
     ({"training": {"steps": 10, "full_steps": 5}}, "task.training.full_steps"),
@@ -83,10 +110,14 @@ BAD: list[tuple[Any, str]] = [
     ({"training": {"optimizer": "sgd", "beta1": 0.8}}, "task.training.beta1"),
     ({"training": {"optimizer": "rmsprop"}}, "task.training.optimizer"),
     ({"metric": "r2"}, "task.metric"),
-    ({"dataset": "diabetes", "corruption": {"kind": "pairflip", "rate": 0.2}},
-     "task.corruption.kind"),
-    ({"dataset": "diabetes", "corruption": {"kind": "subsample", "per_class": 5}},
-     "task.corruption.per_class"),
+    (
+        {"dataset": "diabetes", "corruption": {"kind": "pairflip", "rate": 0.2}},
+        "task.corruption.kind",
+    ),
+    (
+        {"dataset": "diabetes", "corruption": {"kind": "subsample", "per_class": 5}},
+        "task.corruption.per_class",
+    ),
     ([1, 2], "task"),
     ({"model": 3}, "task.model"),
 ]

@@ -24,12 +24,15 @@ def test_classification_metrics_match_sklearn(seed: int) -> None:
         yt = y.numpy()
         assert float(got["accuracy"][m]) == pytest.approx(skm.accuracy_score(yt, pred))
         assert float(got["balanced_accuracy"][m]) == pytest.approx(
-            skm.balanced_accuracy_score(yt, pred))
+            skm.balanced_accuracy_score(yt, pred)
+        )
         assert float(got["macro_f1"][m]) == pytest.approx(
-            skm.f1_score(yt, pred, average="macro", zero_division=0))
+            skm.f1_score(yt, pred, average="macro", zero_division=0)
+        )
         probs = torch.softmax(logits[m].double(), -1).numpy()
         assert float(got["nll"][m]) == pytest.approx(
-            skm.log_loss(yt, probs, labels=list(range(c))), rel=1e-6)
+            skm.log_loss(yt, probs, labels=list(range(c))), rel=1e-6
+        )
 
 
 def test_regression_metrics_match_sklearn_in_original_units() -> None:

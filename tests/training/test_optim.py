@@ -18,11 +18,14 @@ def test_adam_matches_torch_adam_per_model(fused: bool, weight_decay: float) -> 
     shapes = [(4, 3, 5), (4, 5)]
     init = [torch.randn(s, generator=torch.Generator().manual_seed(9)) for s in shapes]
     stacked = [p.clone() for p in init]
-    opt = StackedAdam(stacked, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=weight_decay,
-                      fused=fused)
+    opt = StackedAdam(
+        stacked, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=weight_decay, fused=fused
+    )
     singles = [[torch.nn.Parameter(p[i].clone()) for p in init] for i in range(4)]
-    torch_opts = [torch.optim.Adam(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6,
-                                   weight_decay=weight_decay) for ps in singles]
+    torch_opts = [
+        torch.optim.Adam(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=weight_decay)
+        for ps in singles
+    ]
     for step in range(20):
         grads = [_grads(step * 10 + k, s) for k, s in enumerate(shapes)]
         opt.step(stacked, grads)
@@ -44,8 +47,10 @@ def test_sgd_matches_torch_sgd_per_model(momentum: float, nesterov: bool) -> Non
     stacked = init.clone()
     opt = StackedSGD([stacked], lr=0.1, momentum=momentum, nesterov=nesterov, weight_decay=0.01)
     singles = [torch.nn.Parameter(init[i].clone()) for i in range(3)]
-    torch_opts = [torch.optim.SGD([p], lr=0.1, momentum=momentum, nesterov=nesterov,
-                                  weight_decay=0.01) for p in singles]
+    torch_opts = [
+        torch.optim.SGD([p], lr=0.1, momentum=momentum, nesterov=nesterov, weight_decay=0.01)
+        for p in singles
+    ]
     for step in range(10):
         g = _grads(step, (3, 6))
         opt.step([stacked], [g])

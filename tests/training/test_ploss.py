@@ -13,27 +13,58 @@ from tests.expr.strategies import exprs
 C, B = 5, 12
 # Every operator, guard and special case of the compiler appears at least once.
 EXTRA = [
-    "(1 - p_y^0.5) / 0.5", "-(1 - p_y)^0.5 * log_p_y", "sqrt(sum_c(square(p - t)))",
-    "tanh(-log_p_y)", "min(-log_p_y, 2)", "max(-log_p_y, 1 - p_y)", "recip(p_y + 0.1)",
-    "sum_c(sigmoid(z) * t)", "-mean_c(t * log(sigmoid(z)))", "softplus(-log_p_y) - log(2)",
-    "exp(-p_y)", "(1 - p_y)^-2", "p_y^p_y", "sum_c(p^1.5)", "-log(1 - p_y + 0.5)",
-    "sum_c(abs(z - t) / (1 + p))", "mean_c(max(z, t))", "2^(-log_p_y)", "sum_c(p) * 3",
-    "exp(3) * p_y", "log(p_y) * 2 + sum_c(log(p) * t)", "exp(50 * p_y)",
-    "log(p_y - 1)", "sqrt(p_y - p_y)", "recip(1 - p_y - (1 - p_y))", "p_y / (p_y - p_y)",
-    "sum_c(t^3)", "mean_c(z)^2", "sum_c(z^-1)", "min(p_y, p_y)", "max(sum_c(t), 1)",
-    "sum_c(exp(z * 40))", "p_y^0", "(p_y + 1)^(sum_c(p * z))", "-log_p_y", "-log(p_y)",
+    "(1 - p_y^0.5) / 0.5",
+    "-(1 - p_y)^0.5 * log_p_y",
+    "sqrt(sum_c(square(p - t)))",
+    "tanh(-log_p_y)",
+    "min(-log_p_y, 2)",
+    "max(-log_p_y, 1 - p_y)",
+    "recip(p_y + 0.1)",
+    "sum_c(sigmoid(z) * t)",
+    "-mean_c(t * log(sigmoid(z)))",
+    "softplus(-log_p_y) - log(2)",
+    "exp(-p_y)",
+    "(1 - p_y)^-2",
+    "p_y^p_y",
+    "sum_c(p^1.5)",
+    "-log(1 - p_y + 0.5)",
+    "sum_c(abs(z - t) / (1 + p))",
+    "mean_c(max(z, t))",
+    "2^(-log_p_y)",
+    "sum_c(p) * 3",
+    "exp(3) * p_y",
+    "log(p_y) * 2 + sum_c(log(p) * t)",
+    "exp(50 * p_y)",
+    "log(p_y - 1)",
+    "sqrt(p_y - p_y)",
+    "recip(1 - p_y - (1 - p_y))",
+    "p_y / (p_y - p_y)",
+    "sum_c(t^3)",
+    "mean_c(z)^2",
+    "sum_c(z^-1)",
+    "min(p_y, p_y)",
+    "max(sum_c(t), 1)",
+    "sum_c(exp(z * 40))",
+    "p_y^0",
+    "(p_y + 1)^(sum_c(p * z))",
+    "-log_p_y",
+    "-log(p_y)",
 ]
 REGRESSION = [
-    "square(pred) - 2 * pred * target", "abs(residual)^1.5", "log(1 + square(residual))",
-    "max(residual, 0) + min(residual, 0)^2", "sqrt(abs(residual))", "recip(1 + abs(residual))",
+    "square(pred) - 2 * pred * target",
+    "abs(residual)^1.5",
+    "log(1 + square(residual))",
+    "max(residual, 0) + min(residual, 0)^2",
+    "sqrt(abs(residual))",
+    "recip(1 + abs(residual))",
 ]
 
 
-def _reference(exprs_: list[Expr], kind: TaskKind, z: torch.Tensor, y: torch.Tensor,
-               reps: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def _reference(
+    exprs_: list[Expr], kind: TaskKind, z: torch.Tensor, y: torch.Tensor, reps: int
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Per-model loss and dL/dZ from compile_loss + autograd, in PopulationLoss's layout."""
-    pl = PopulationLoss(exprs_, reps, kind, C if kind is TaskKind.CLASSIFICATION else None,
-                        z.dtype)
+    pl = PopulationLoss(exprs_, reps, kind, C if kind is TaskKind.CLASSIFICATION else None, z.dtype)
     losses, grads = [], []
     for pos, cand in enumerate(pl.order):
         fn = compile_loss(exprs_[cand], kind)
@@ -60,8 +91,9 @@ def _check(exprs_: list[Expr], kind: TaskKind, z: torch.Tensor, y: torch.Tensor,
     z = z.double()
     if kind is TaskKind.REGRESSION:
         y = y.double()
-    pl = PopulationLoss(exprs_, reps, kind, C if kind is TaskKind.CLASSIFICATION else None,
-                        torch.float64)
+    pl = PopulationLoss(
+        exprs_, reps, kind, C if kind is TaskKind.CLASSIFICATION else None, torch.float64
+    )
     got = pl(z, y)
     assert pl.fused_failures == 0 and not pl.broken  # the fast path ran
     want_loss, want_grad, _ = _reference(exprs_, kind, z, y, reps)
@@ -119,8 +151,9 @@ def test_structure_abstracts_constants_but_not_integer_exponents() -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(expr=exprs(TaskKind.CLASSIFICATION, moderate=True, max_leaves=10),
-       seed=st.integers(0, 2**16))
+@given(
+    expr=exprs(TaskKind.CLASSIFICATION, moderate=True, max_leaves=10), seed=st.integers(0, 2**16)
+)
 def test_random_classification_expressions(expr: Expr, seed: int) -> None:
     try:
         compile_loss(expr, TaskKind.CLASSIFICATION)
@@ -131,8 +164,7 @@ def test_random_classification_expressions(expr: Expr, seed: int) -> None:
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(expr=exprs(TaskKind.REGRESSION, moderate=True, max_leaves=10),
-       seed=st.integers(0, 2**16))
+@given(expr=exprs(TaskKind.REGRESSION, moderate=True, max_leaves=10), seed=st.integers(0, 2**16))
 def test_random_regression_expressions(expr: Expr, seed: int) -> None:
     try:
         compile_loss(expr, TaskKind.REGRESSION)
