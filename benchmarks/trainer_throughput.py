@@ -65,7 +65,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -122,14 +122,17 @@ def benchmark_losses() -> list[tuple[str, Expr]]:
     return out
 
 
-def flops_per_eval(task: TaskConfig, steps: int) -> float:
-    """Matmul FLOPs of one evaluation (forward, weight and input gradients) of an MLP task."""
+def mlp_step_flops(widths: Sequence[int], batch: int) -> int:
+    """Matmul FLOPs of one model's training step: forward, weight and input gradients."""
+    macs = [a * b for a, b in itertools.pairwise(widths)]
+    return 2 * batch * (2 * sum(macs) + sum(macs[1:]))
+
+
+def mlp_shape(task: TaskConfig) -> tuple[list[int], int]:
+    """Layer widths (inputs to outputs) and minibatch size of an MLP task."""
     data = load_task(task, 0)
     widths = [data.num_features, *task.model.hidden, data.num_outputs]
-    macs = [a * b for a, b in itertools.pairwise(widths)]
-    batch = min(task.training.batch_size, len(data.train))
-    per_step = 2 * batch * (2 * sum(macs) + sum(macs[1:]))
-    return per_step * steps
+    return widths, min(task.training.batch_size, len(data.train))
 
 
 def bmm_gflops(n_models: int, min_seconds: float = 1.0, device: str = "cpu") -> float:
@@ -137,30 +140,21 @@ def bmm_gflops(n_models: int, min_seconds: float = 1.0, device: str = "cpu") -> 
     a = torch.randn(n_models, 128, 64, device=device)
     b = torch.randn(n_models, 64, 64, device=device)
     out = torch.empty(n_models, 128, 64, device=device)
-    sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
-    for _ in range(20):  # warm-up
-        torch.bmm(a, b, out=out)
-    sync()
-    reps, elapsed = 0, 0.0
-    start = time.perf_counter()
-    while elapsed < min_seconds:
-        for _ in range(100):
-            torch.bmm(a, b, out=out)
-        sync()
-        reps += 100
-        elapsed = time.perf_counter() - start
-    return 2 * n_models * 128 * 64 * 64 * reps / elapsed / 1e9
+    flop = 2 * n_models * 128 * 64 * 64
+    return _timed_gflops(lambda: torch.bmm(a, b, out=out), flop, device, min_seconds)
 
 
-def bmm_peak(n_models: int, workers: int, device: str = "cpu") -> float:
-    """Summed bmm GFLOP/s of ``workers`` one-thread processes timing ``n_models / workers`` each
-    (on a GPU: this process, all ``n_models``)."""
+def in_workers(
+    fn: Callable[..., float], args: tuple[object, ...], n_models: int, workers: int, device: str
+) -> float:
+    """Summed GFLOP/s of ``fn(*args, n_models / workers)`` run in every worker process at once
+    (each one thread, as the trainer's); on a GPU, ``fn`` on all ``n_models`` in this process."""
     if device != "cpu":
-        return bmm_gflops(n_models, device=device)
+        return fn(*args, n_models, 1.0, device)
     if workers <= 1:
-        return bmm_gflops(n_models)
+        return fn(*args, n_models)
     share = math.ceil(n_models / workers)
-    return sum(run_chunks(bmm_gflops, [(share,)] * workers))
+    return sum(run_chunks(fn, [(*args, share)] * workers))
 
 
 def _timed_gflops(step: Callable[[], None], flop: float, device: str, min_seconds: float) -> float:
@@ -185,22 +179,22 @@ def model_step_gflops(
 ) -> float:
     """Matmul GFLOP/s of the stacked model's step alone: forward, backward, Adam (rung (f))."""
     task = TaskConfig.from_dict(task_dict)
-    data = load_task(task, 0)
-    batch = min(task.training.batch_size, len(data.train))
-    inits = [build_model(task.model, data.num_features, data.num_outputs, seed=s) for s in (0, 1)]
+    widths, batch = mlp_shape(task)
+    n_in, n_out = widths[0], widths[-1]
+    inits = [build_model(task.model, n_in, n_out, seed=s) for s in (0, 1)]
     model = StackedModel(
         task.model,
-        data.num_features,
-        data.num_outputs,
+        n_in,
+        n_out,
         inits,
         [m % 2 for m in range(n_models)],
         device=torch.device(device),
     )
     optimizer = make_optimizer(model.params, task.training)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(1, batch, data.num_features, generator=gen).to(device)
+    x = torch.randn(1, batch, n_in, generator=gen).to(device)
     x = x.expand(n_models, *x.shape[1:])
-    dz = (torch.randn(n_models, batch, data.num_outputs, generator=gen) * 1e-3).to(device)
+    dz = (torch.randn(n_models, batch, n_out, generator=gen) * 1e-3).to(device)
 
     def step() -> None:
         model.train_forward(x)
@@ -208,7 +202,7 @@ def model_step_gflops(
         with torch.no_grad():
             optimizer.step(model.params, grads)
 
-    flop = n_models * flops_per_eval(task, 1)
+    flop = n_models * mlp_step_flops(widths, batch)
     return _timed_gflops(step, flop, device, min_seconds)
 
 
@@ -245,17 +239,8 @@ def matmul_step_gflops(
             if j > 0:
                 torch.bmm(g, ws[j].transpose(1, 2))
 
-    macs = [a * b for a, b in layers]
-    flop = n_models * 2 * batch * (2 * sum(macs) + sum(macs[1:]))
+    flop = n_models * mlp_step_flops(widths, batch)
     return _timed_gflops(step, flop, device, min_seconds)
-
-
-def in_workers(fn: Callable[..., float], args: tuple[object, ...], n: int, workers: int) -> float:
-    """Summed GFLOP/s of ``fn(*args, n / workers)`` in each worker at once (as :func:`bmm_peak`)."""
-    if workers <= 1:
-        return fn(*args, n)
-    share = math.ceil(n / workers)
-    return sum(run_chunks(fn, [(*args, share)] * workers))
 
 
 def time_plain(losses: list[Expr], task: TaskConfig, steps: int, threads: int) -> float:
@@ -317,9 +302,7 @@ def main() -> None:
     )
     ce = [known_loss("ce")] * len(losses)
     n_models = len(losses) * args.seeds
-    data = load_task(task, 0)
-    widths = [data.num_features, *task.model.hidden, data.num_outputs]
-    batch = min(task.training.batch_size, len(data.train))
+    widths, batch = mlp_shape(task)
     rates, last_rates, ce_rates, peaks, model_steps, matmuls = [], [], [], [], [], []
     for _ in range(args.repeats):
         for t, pop, out in (
@@ -333,17 +316,11 @@ def main() -> None:
             assert all(r.ok for r in results), [r.reason for r in results if not r.ok]
             if out is rates:
                 best_results = results
-        peaks.append(bmm_peak(n_models, workers, device))
+        peaks.append(in_workers(bmm_gflops, (), n_models, workers, device))
         model_steps.append(
-            in_workers(model_step_gflops, (task.to_dict(),), n_models, workers)
-            if device == "cpu"
-            else model_step_gflops(task.to_dict(), n_models, device=device)
+            in_workers(model_step_gflops, (task.to_dict(),), n_models, workers, device)
         )
-        matmuls.append(
-            in_workers(matmul_step_gflops, (widths, batch), n_models, workers)
-            if device == "cpu"
-            else matmul_step_gflops(widths, batch, n_models, device=device)
-        )
+        matmuls.append(in_workers(matmul_step_gflops, (widths, batch), n_models, workers, device))
     peak = statistics.median(peaks)
     if args.scores:
         with open(args.scores, "w") as f:
@@ -362,7 +339,7 @@ def main() -> None:
         f"{100 * (1 - batched / last):.1f} %"
     )
     ratio = batched / plain[plain_threads]
-    gflop = flops_per_eval(task, args.steps) / 1e9
+    gflop = mlp_step_flops(widths, batch) * args.steps / 1e9
     print(
         f"ratio b/a: {ratio:.1f}x; {gflop:.2f} GFLOP/evaluation; plain "
         f"{plain[plain_threads] * gflop:.1f} GFLOP/s, batched {batched * gflop:.1f} GFLOP/s"
